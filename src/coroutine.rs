@@ -195,7 +195,7 @@ impl<Input, Yield, Return> Coroutine<Input, Yield, Return> {
     where
         F: FnOnce(&Yielder<Input, Yield>, Input) -> Return + 'static,
     {
-        let stack = stack::with_thread_pool(|pool| pool.get(DEFAULT_STACK_SIZE))?;
+        let stack = stack::acquire(DEFAULT_STACK_SIZE)?;
         Self::with_stack(stack, next_id(), None, f).map_err(|(_, e)| e)
     }
 
@@ -318,7 +318,7 @@ impl<Input, Yield, Return> Coroutine<Input, Yield, Return> {
     fn release_stack(&mut self) {
         if let Some(stack) = self.stack.take() {
             stack.clear_owner();
-            stack::with_thread_pool(|pool| pool.put(stack));
+            stack::release(stack);
         }
     }
 
@@ -465,10 +465,10 @@ impl Builder {
         F: FnOnce(&Yielder<Input, Yield>, Input) -> Return + 'static,
     {
         let size = self.stack_size.unwrap_or(DEFAULT_STACK_SIZE);
-        let stack = stack::with_thread_pool(|pool| pool.get(size))?;
+        let stack = stack::acquire(size)?;
         let name = self.name.map(Arc::from);
         Coroutine::with_stack(stack, next_id(), name, f).map_err(|(stack, e)| {
-            stack::with_thread_pool(|pool| pool.put(stack));
+            stack::release(stack);
             e
         })
     }

@@ -8,7 +8,17 @@
 //!   overflow reporter;
 //! - [`coroutine`] — raw stackful coroutines: `Coroutine::new`, `resume`,
 //!   `Yielder::suspend`, with panics carried to the resumer and unwinding on
-//!   drop.
+//!   drop;
+//! - the N:M scheduler (`runtime`): [`spawn`], [`Builder`], [`JoinHandle`],
+//!   [`park`], [`sleep`], [`yield_now`], [`current`], and [`Runtime`] — one
+//!   worker thread per CPU, work stealing of coroutines that have not started,
+//!   timers, cancellation.
+//!
+//! ```
+//! let handles: Vec<_> = (0..1000u64).map(|i| fibra::spawn(move || i * 2)).collect();
+//! let sum: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+//! assert_eq!(sum, 999 * 1000);
+//! ```
 //!
 //! # Floating-point state
 //! The floating-point control state (MXCSR rounding/flush-to-zero, the x87
@@ -20,4 +30,10 @@
 
 mod arch;
 pub mod coroutine;
+mod runtime;
 pub mod stack;
+
+pub use runtime::{
+    Builder, Cancelled, Coroutine, JoinHandle, Runtime, RuntimeBuilder, current, park,
+    park_timeout, sleep, sleep_until, spawn, yield_now,
+};

@@ -35,7 +35,9 @@
 //! # Pooling
 //!
 //! `StackPool` keeps released stacks for reuse, so creating a coroutine
-//! normally costs no system call. Each thread has one (`with_thread_pool`).
+//! normally costs no system call. Each thread keeps one per stack size it has
+//! used (`acquire` / `release`), so a worker reuses the stacks of the
+//! coroutines that finished on it.
 
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::BTreeMap;
@@ -339,23 +341,59 @@ impl StackPool {
     }
 }
 
+/// Distinct stack sizes a thread keeps pools for.
+const THREAD_POOL_SIZES: usize = 8;
+
 thread_local! {
-    static THREAD_POOL: RefCell<StackPool> =
-        const { RefCell::new(StackPool { size: DEFAULT_STACK_SIZE, capacity: THREAD_POOL_CAPACITY, free: Vec::new() }) };
+    static THREAD_POOLS: RefCell<Vec<StackPool>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with the current thread's pool of default-sized stacks. During
-/// thread exit (pool gone) `f` gets a throwaway pool.
-pub(crate) fn with_thread_pool<R>(f: impl FnOnce(&mut StackPool) -> R) -> R {
-    let mut f = Some(f);
-    let result = THREAD_POOL.try_with(|pool| match pool.try_borrow_mut() {
-        Ok(mut pool) => Some((f.take().expect("called once"))(&mut pool)),
-        Err(_) => None,
-    });
-    match result {
-        Ok(Some(r)) => r,
-        _ => (f.take().expect("called once"))(&mut StackPool::new(DEFAULT_STACK_SIZE, 0)),
+/// A stack of `size` usable bytes from the current thread's pool for that
+/// size, or freshly mapped.
+pub(crate) fn acquire(size: usize) -> io::Result<Stack> {
+    let wanted = usable_size(size);
+    let pooled = THREAD_POOLS
+        .try_with(|pools| {
+            let mut pools = pools.try_borrow_mut().ok()?;
+            pools
+                .iter_mut()
+                .find(|p| p.pooled_size() == wanted)?
+                .free
+                .pop()
+        })
+        .ok()
+        .flatten();
+    match pooled {
+        Some(stack) => Ok(stack),
+        None => Stack::new(size),
     }
+}
+
+/// Returns a stack to the current thread's pool for its size (unmapping it
+/// when that pool is full, or during thread exit).
+pub(crate) fn release(stack: Stack) {
+    let mut stack = Some(stack);
+    let _ = THREAD_POOLS.try_with(|pools| {
+        let Ok(mut pools) = pools.try_borrow_mut() else {
+            return;
+        };
+        let size = stack.as_ref().map_or(0, Stack::size);
+        let index = match pools.iter().position(|p| p.pooled_size() == size) {
+            Some(index) => index,
+            None if pools.len() < THREAD_POOL_SIZES => {
+                pools.push(StackPool {
+                    size,
+                    capacity: THREAD_POOL_CAPACITY,
+                    free: Vec::new(),
+                });
+                pools.len() - 1
+            }
+            None => return,
+        };
+        if let Some(stack) = stack.take() {
+            pools[index].put(stack);
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------

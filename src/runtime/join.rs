@@ -1,0 +1,159 @@
+//! `JoinHandle`: a coroutine's result, delivered once to whoever joins.
+//!
+//! The result lives in a `JoinCell` shared by the coroutine and its handle.
+//! Its state word goes EMPTY → (WAITING →) DONE:
+//!
+//! - The coroutine writes the result, then swaps the state to DONE; if it
+//!   was WAITING, it wakes the joiner recorded in the cell.
+//! - The joiner records who it is (a coroutine or an OS thread, see
+//!   `Waiter`), then CASes EMPTY → WAITING and parks until DONE; if the CAS
+//!   finds DONE, the result is already there.
+//!
+//! If the coroutine never runs (its runtime shut down first), the closure —
+//! and with it the `ResultSender` it captured — is dropped unrun, and the
+//! sender's destructor delivers `Err(Cancelled)`, so a join never hangs.
+
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::thread;
+
+use super::task::{Cancelled, Task};
+use super::{Coroutine, park_waiting};
+
+const EMPTY: u8 = 0;
+const WAITING: u8 = 1;
+const DONE: u8 = 2;
+
+/// The result of a coroutine, or the payload of its panic.
+pub(crate) type Outcome<T> = thread::Result<T>;
+
+/// Where a coroutine's result waits for its joiner.
+pub(crate) struct JoinCell<T> {
+    state: AtomicU8,
+    result: UnsafeCell<Option<Outcome<T>>>,
+    joiner: UnsafeCell<Option<Coroutine>>,
+}
+
+// SAFETY: `result` is written by the sender before the Release swap to DONE
+// and read by the joiner after an Acquire load of DONE; `joiner` is written
+// by the joiner before its Release CAS to WAITING and read by the sender after
+// its AcqRel swap observed WAITING. T crosses threads, hence T: Send.
+unsafe impl<T: Send> Sync for JoinCell<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Send for JoinCell<T> {}
+
+impl<T> JoinCell<T> {
+    pub fn new() -> JoinCell<T> {
+        JoinCell {
+            state: AtomicU8::new(EMPTY),
+            result: UnsafeCell::new(None),
+            joiner: UnsafeCell::new(None),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        self.state.load(Ordering::Acquire) == DONE
+    }
+
+    /// Takes the result; only after `is_done`.
+    fn take(&self) -> Outcome<T> {
+        // SAFETY: DONE was observed with Acquire; the sender never touches
+        // `result` again, and the single JoinHandle is the only reader.
+        unsafe { (*self.result.get()).take() }.expect("fibra: a join result is taken once")
+    }
+}
+
+/// The coroutine's end of a `JoinCell`. Dropping it without sending (the
+/// coroutine never ran) delivers `Err(Cancelled)`.
+pub(crate) struct ResultSender<T> {
+    cell: Option<Arc<JoinCell<T>>>,
+}
+
+impl<T> ResultSender<T> {
+    pub fn new(cell: Arc<JoinCell<T>>) -> ResultSender<T> {
+        ResultSender { cell: Some(cell) }
+    }
+
+    pub fn send(mut self, outcome: Outcome<T>) {
+        if let Some(cell) = self.cell.take() {
+            deliver(&cell, outcome);
+        }
+    }
+}
+
+impl<T> Drop for ResultSender<T> {
+    fn drop(&mut self) {
+        if let Some(cell) = self.cell.take() {
+            deliver(&cell, Err(Box::new(Cancelled)));
+        }
+    }
+}
+
+fn deliver<T>(cell: &JoinCell<T>, outcome: Outcome<T>) {
+    // SAFETY: only the sender writes `result`, before publishing DONE.
+    unsafe { *cell.result.get() = Some(outcome) };
+    if cell.state.swap(DONE, Ordering::AcqRel) == WAITING {
+        // SAFETY: WAITING means the joiner wrote `joiner` before its CAS.
+        if let Some(joiner) = unsafe { (*cell.joiner.get()).take() } {
+            joiner.unpark();
+        }
+    }
+}
+
+/// An owned permission to join a coroutine (mirrors `std::thread::JoinHandle`).
+/// Dropping it detaches the coroutine.
+pub struct JoinHandle<T> {
+    pub(crate) task: Arc<Task>,
+    pub(crate) cell: Arc<JoinCell<T>>,
+}
+
+impl<T> JoinHandle<T> {
+    /// Waits for the coroutine to finish and returns its result; a panic's
+    /// payload (or `Cancelled`) comes back as `Err`. Parks the calling
+    /// coroutine, or blocks the calling OS thread.
+    pub fn join(self) -> thread::Result<T> {
+        let cell = &*self.cell;
+        if !cell.is_done() {
+            // SAFETY: we are the only joiner and write before publishing
+            // WAITING; the sender reads it only after seeing WAITING.
+            unsafe { *cell.joiner.get() = Some(super::current()) };
+            if cell
+                .state
+                .compare_exchange(EMPTY, WAITING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                park_waiting(|| cell.is_done());
+            }
+        }
+        cell.take()
+    }
+
+    /// Asks the coroutine to stop: if parked it is woken, and it unwinds from
+    /// its current or next park point (running destructors); `join` then
+    /// returns `Err` with a `Cancelled` payload. A coroutine that has not
+    /// started never runs. No effect once it has finished.
+    pub fn cancel(&self) {
+        self.task.cancel();
+    }
+
+    /// Whether the coroutine has finished (its result is ready).
+    pub fn is_finished(&self) -> bool {
+        self.cell.is_done()
+    }
+
+    /// A handle to the coroutine (id, name, unpark).
+    pub fn coroutine(&self) -> Coroutine {
+        Coroutine::from_task(Arc::clone(&self.task))
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("id", &self.task.id)
+            .field("name", &self.task.name)
+            .finish()
+    }
+}

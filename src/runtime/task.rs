@@ -1,0 +1,195 @@
+//! Tasks and the one waiting primitive: park / unpark.
+//!
+//! A `Task` is a scheduled coroutine: a raw `Coroutine` (src/coroutine.rs)
+//! plus the words the scheduler and wakers share. It is reference counted
+//! (`Arc<Task>`): run queues, timers, `JoinHandle`s and `fibra::Coroutine`
+//! handles each hold one.
+//!
+//! # The park state word
+//!
+//! ```text
+//!              park() with no token            unpark() / timer / cancel
+//!   RUNNING ─────────────────────────► PARKED ─────────────────────────► RUNNING
+//!      │  ▲                                        (the winner of this CAS
+//!      │  │ park() consumes the token               enqueues the task)
+//!      ▼  │
+//!   NOTIFIED   ◄── unpark() while RUNNING or NOTIFIED leaves a token
+//! ```
+//!
+//! - RUNNING: running, or queued to run, with no pending unpark.
+//! - NOTIFIED: as RUNNING, with one unpark token: the next park returns at
+//!   once (as `std::thread::park`), so an unpark that arrives before the
+//!   park is never lost.
+//! - PARKED: suspended in `park`; not in any run queue. Whoever moves it
+//!   PARKED → RUNNING (one CAS, so exactly one waker wins) puts it on a run
+//!   queue; a parked task is thus never resumed twice nor lost.
+//!
+//! The task sets PARKED itself, *before* it switches back to its worker.
+//! That is safe only because of the home-worker rule: once started, a task is
+//! resumed only by its home worker, which is busy running this very task
+//! until the switch completes, so a waker on another thread can at most put
+//! it on the home worker's inbox early.
+//!
+//! # Who owns a parked task
+//!
+//! While a task runs, its worker holds one `Arc<Task>`. When the task parks,
+//! the worker forgets that reference: it now belongs to the PARKED state, and
+//! the waker that wins the PARKED → RUNNING CAS takes it over with
+//! `Arc::from_raw` and puts it on a run queue. Park/unpark thus costs no
+//! reference-count traffic.
+//!
+//! # Home-worker-only fields
+//!
+//! `coroutine`, `yielder`, `timer_seq`, `timed_out` and `live_slot` are
+//! touched only by the task's home worker thread (or, before the task has
+//! started, by whoever owns its queue entry exclusively). That is why `Task`
+//! may be `Sync` though these are `Cell`s.
+
+use std::cell::{Cell, UnsafeCell};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+
+use crate::coroutine::{Coroutine as RawCoroutine, Yielder};
+
+use super::Shared;
+
+pub(crate) const RUNNING: u8 = 0;
+pub(crate) const NOTIFIED: u8 = 1;
+pub(crate) const PARKED: u8 = 2;
+
+/// `home` before the task has run for the first time.
+pub(crate) const NO_HOME: usize = usize::MAX;
+
+/// Why a task switches back to its worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Suspend {
+    /// `yield_now`: run me again after the others queued here.
+    Yield,
+    /// `park`: the task has set its state to PARKED; a waker will requeue it.
+    Park,
+}
+
+pub(crate) type TaskCoroutine = RawCoroutine<(), Suspend, ()>;
+pub(crate) type TaskYielder = Yielder<(), Suspend>;
+
+/// A scheduled coroutine and the state its wakers share.
+pub(crate) struct Task {
+    pub id: u64,
+    pub name: Option<Arc<str>>,
+    pub state: AtomicU8,
+    pub cancelled: AtomicBool,
+    /// Index of the worker that first ran the task (NO_HOME before).
+    pub home: AtomicUsize,
+    pub shared: Arc<Shared>,
+    // Home-worker-only fields (see the module docs).
+    pub coroutine: UnsafeCell<Option<TaskCoroutine>>,
+    pub yielder: Cell<*const TaskYielder>,
+    pub timer_seq: Cell<u64>,
+    pub timed_out: Cell<bool>,
+    pub live_slot: Cell<usize>,
+}
+
+// SAFETY: the atomics are shared; every Cell/UnsafeCell field is touched only
+// by the task's home worker thread, or before the first run by the single
+// owner of the queue entry (see the module docs). The raw coroutine inside is
+// never resumed or dropped anywhere but on the home worker once started.
+unsafe impl Send for Task {}
+// SAFETY: as above.
+unsafe impl Sync for Task {}
+
+impl Task {
+    pub fn new(id: u64, name: Option<Arc<str>>, shared: Arc<Shared>) -> Task {
+        Task {
+            id,
+            name,
+            state: AtomicU8::new(RUNNING),
+            cancelled: AtomicBool::new(false),
+            home: AtomicUsize::new(NO_HOME),
+            shared,
+            coroutine: UnsafeCell::new(None),
+            yielder: Cell::new(std::ptr::null()),
+            timer_seq: Cell::new(0),
+            timed_out: Cell::new(false),
+            live_slot: Cell::new(usize::MAX),
+        }
+    }
+
+    /// Moves the task from PARKED to RUNNING. On success the caller owns the
+    /// reference the PARKED state held (see the module docs) and must put it
+    /// on a run queue.
+    pub fn try_claim_parked(&self) -> Option<Arc<Task>> {
+        if self
+            .state
+            .compare_exchange(PARKED, RUNNING, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            // SAFETY: the worker forgot its Arc when the task parked; winning
+            // the CAS transfers that reference to us, exactly once.
+            Some(unsafe { Arc::from_raw(self as *const Task) })
+        } else {
+            None
+        }
+    }
+
+    /// Wakes the task if it is parked, or leaves it a token.
+    pub fn unpark(&self) {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            match state {
+                PARKED => {
+                    if let Some(task) = self.try_claim_parked() {
+                        super::worker::schedule(task);
+                        return;
+                    }
+                    state = self.state.load(Ordering::Acquire);
+                }
+                NOTIFIED => return,
+                _ => match self.state.compare_exchange_weak(
+                    RUNNING,
+                    NOTIFIED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return,
+                    Err(now) => state = now,
+                },
+            }
+        }
+    }
+
+    /// Asks the task to unwind from its current or next park point.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Release);
+        self.unpark();
+    }
+}
+
+impl fmt::Debug for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// The payload of a coroutine's unwind after `JoinHandle::cancel` or a
+/// runtime shutdown: `join` returns `Err` holding it.
+///
+/// ```
+/// let handle = fibra::spawn(|| loop { fibra::park() });
+/// handle.cancel();
+/// let payload = handle.join().unwrap_err();
+/// assert!(payload.downcast_ref::<fibra::Cancelled>().is_some());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancelled;
+
+impl fmt::Display for Cancelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the coroutine was cancelled")
+    }
+}
+
+impl std::error::Error for Cancelled {}

@@ -1,0 +1,551 @@
+//! Workers: the OS threads that run coroutines, their queues, stealing,
+//! idling and shutdown.
+//!
+//! # Queues of one worker (Go's P, with one Rust-specific rule)
+//!
+//! - `run_next`: the task most recently woken by the running one, run next so
+//!   that producer/consumer pairs stay hot in cache. A streak guard stops two
+//!   tasks that keep waking each other from starving the rest.
+//! - `local`: started tasks ready to run. Only the owner touches it: no
+//!   atomics on the hot path.
+//! - `fresh`: tasks that have not started (a crossbeam FIFO deque). Other
+//!   workers steal from it in batches.
+//! - `inbox` (in `WorkerShared`): wakes from other threads for tasks whose
+//!   home is this worker.
+//! - The runtime's global `injector` takes spawns from threads that are not
+//!   workers of this runtime.
+//!
+//! **Home worker.** A task runs its whole life on the worker that first runs
+//! it: only `fresh` (never-started) tasks are stolen, and a wake from another
+//! thread goes to the home worker's inbox. A started stack may hold `!Send`
+//! values and thread-local addresses the compiler cached, so it must never
+//! move; an empty one can (see DESIGN, "Home worker").
+//!
+//! # Choosing the next task
+//!
+//! Every 61st pick (Go's number) first drains the inbox, fires due timers and
+//! takes a task from the global injector, so none of them starves. Otherwise:
+//! `run_next`, then `local` and `fresh` alternately (so started and fresh
+//! tasks both progress under a flood of spawns), then the inbox, timers, the
+//! injector, and stealing from the other workers.
+//!
+//! # Idling without lost wakeups or busy waiting
+//!
+//! A worker with nothing to do spins briefly (at most half the workers spin at
+//! once) checking the shared sources, then sleeps: it enters the idle list and
+//! sets its `sleeping` flag, re-checks every source, and parks its thread
+//! until its next timer deadline. Work that any worker could run (a spawn)
+//! wakes one idle worker, and only when no worker is spinning; a wake for a
+//! started task wakes its home worker if it sleeps. Each side writes, fences
+//! (SeqCst), then reads the other side's word, and the thread park token
+//! absorbs a wake that lands between the re-check and the park: no wake is
+//! lost and no one polls. (The sockets layer will replace the thread park
+//! with the poller's `epoll_wait`; `Sleeper` is the one place to change.)
+//!
+//! # Shutdown
+//!
+//! When the runtime is dropped, each worker drops the tasks that never
+//! started (their `JoinHandle`s get `Cancelled`), cancels its started tasks
+//! and runs them until they have unwound, then exits. Its thread's stack pool
+//! unmaps the stacks.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_deque::{Injector, Steal, Stealer, Worker as Deque};
+
+use crate::coroutine::CoroutineResult;
+
+use super::Shared;
+use super::task::{NO_HOME, Suspend, Task};
+use super::timer::Timers;
+
+/// Picks between fairness checks of the inbox, timers and global queue.
+const FAIRNESS_INTERVAL: u32 = 61;
+/// Consecutive `run_next` picks before the local queue gets a turn.
+const RUN_NEXT_STREAK: u32 = 16;
+/// Rounds of looking for work before an idle worker sleeps.
+const SPIN_ROUNDS: u32 = 64;
+
+/// The part of a worker other threads see.
+pub(crate) struct WorkerShared {
+    pub inbox: Injector<Arc<Task>>,
+    pub stealer: Stealer<Arc<Task>>,
+    pub sleeping: AtomicBool,
+    pub thread: OnceLock<Thread>,
+}
+
+impl WorkerShared {
+    pub fn new(stealer: Stealer<Arc<Task>>) -> WorkerShared {
+        WorkerShared {
+            inbox: Injector::new(),
+            stealer,
+            sleeping: AtomicBool::new(false),
+            thread: OnceLock::new(),
+        }
+    }
+
+    /// Wakes the worker's thread (a no-op before it has started).
+    pub fn wake(&self) {
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
+}
+
+/// A worker's own state, owned by its thread.
+pub(crate) struct Worker {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    /// The task being resumed right now (null in the scheduler loop).
+    pub current: Cell<*const Task>,
+    run_next: Cell<Option<Arc<Task>>>,
+    run_next_streak: Cell<u32>,
+    local: RefCell<VecDeque<Arc<Task>>>,
+    pub fresh: Deque<Arc<Task>>,
+    pub timers: RefCell<Timers>,
+    /// Started, unfinished tasks homed here (raw: each is kept alive by the
+    /// reference its queue entry, its running worker or its PARKED state holds).
+    live: RefCell<Vec<*const Task>>,
+    tick: Cell<u32>,
+    spinning: Cell<bool>,
+}
+
+thread_local! {
+    static WORKER: Cell<*const Worker> = const { Cell::new(std::ptr::null()) };
+}
+
+/// The worker running on this thread, if any.
+///
+/// `#[inline(never)]` so that the compiler re-reads the thread-local on every
+/// call instead of caching its address across a switch (DESIGN, "Home
+/// worker"); coroutines do not migrate today, but this keeps the runtime's
+/// own state honest if they ever may.
+#[inline(never)]
+pub(crate) fn current_worker() -> Option<&'static Worker> {
+    let ptr = WORKER.with(Cell::get);
+    // SAFETY: the pointer is set by `Worker::run` for exactly as long as the
+    // Worker lives on that thread's stack, and cleared before it is dropped;
+    // callers use the reference only within that window (inside the worker
+    // loop or a coroutine it is running).
+    unsafe { ptr.as_ref() }
+}
+
+/// The task running on this thread, if this is a worker inside a coroutine.
+#[inline(never)]
+pub(crate) fn current_task() -> Option<&'static Task> {
+    let worker = WORKER.with(Cell::get);
+    // SAFETY: as in `current_worker`; `current` is non-null only while the
+    // task runs, and the worker holds a reference to it all that time.
+    unsafe { worker.as_ref()?.current.get().as_ref() }
+}
+
+/// Puts a task that was just moved to RUNNING by a wake on a run queue of its
+/// home worker.
+pub(crate) fn schedule(task: Arc<Task>) {
+    let home = task.home.load(Ordering::Relaxed);
+    debug_assert_ne!(home, NO_HOME, "only started tasks park");
+    if let Some(worker) = current_worker()
+        && worker.index == home
+        && Arc::ptr_eq(&worker.shared, &task.shared)
+    {
+        if worker.current.get().is_null() {
+            worker.local.borrow_mut().push_back(task);
+        } else {
+            worker.push_run_next(task);
+        }
+        return;
+    }
+    let shared = Arc::clone(&task.shared);
+    let target = &shared.workers[home];
+    target.inbox.push(task);
+    fence(Ordering::SeqCst);
+    if target.sleeping.load(Ordering::SeqCst) {
+        target.wake();
+    }
+}
+
+/// Queues a task that has never run, on this worker's `fresh` deque when
+/// called on a worker of `shared`, else on the global injector; then wakes an
+/// idle worker if none is looking for work.
+pub(crate) fn submit_fresh(shared: &Arc<Shared>, task: Arc<Task>) {
+    match current_worker() {
+        Some(worker) if Arc::ptr_eq(&worker.shared, shared) => worker.fresh.push(task),
+        _ => shared.injector.push(task),
+    }
+    notify_idle(shared);
+}
+
+/// Wakes one idle worker if there is one and none is spinning.
+pub(crate) fn notify_idle(shared: &Shared) {
+    fence(Ordering::SeqCst);
+    if shared.n_spinning.load(Ordering::SeqCst) != 0 || shared.n_idle.load(Ordering::SeqCst) == 0 {
+        return;
+    }
+    let woken = {
+        let mut idle = shared.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let woken = idle.pop();
+        shared.n_idle.store(idle.len(), Ordering::SeqCst);
+        woken
+    };
+    if let Some(index) = woken {
+        shared.workers[index].wake();
+    }
+}
+
+impl Worker {
+    pub fn new(index: usize, shared: Arc<Shared>, fresh: Deque<Arc<Task>>) -> Worker {
+        Worker {
+            index,
+            shared,
+            current: Cell::new(std::ptr::null()),
+            run_next: Cell::new(None),
+            run_next_streak: Cell::new(0),
+            local: RefCell::new(VecDeque::new()),
+            fresh,
+            timers: RefCell::new(Timers::default()),
+            live: RefCell::new(Vec::new()),
+            tick: Cell::new(0),
+            spinning: Cell::new(false),
+        }
+    }
+
+    /// The worker thread's body: runs tasks until the runtime shuts down and
+    /// every task homed here has finished.
+    pub fn run(&self) {
+        crate::stack::ensure_signal_stack();
+        WORKER.with(|w| w.set(self as *const Worker));
+        while let Some(task) = self.next_task() {
+            self.run_task(task);
+        }
+        self.timers.borrow_mut().clear();
+        WORKER.with(|w| w.set(std::ptr::null()));
+    }
+
+    fn run_task(&self, task: Arc<Task>) {
+        if task.home.load(Ordering::Relaxed) == NO_HOME {
+            task.home.store(self.index, Ordering::Relaxed);
+            let mut live = self.live.borrow_mut();
+            task.live_slot.set(live.len());
+            live.push(Arc::as_ptr(&task));
+        }
+        self.current.set(Arc::as_ptr(&task));
+        // SAFETY: this is the task's home worker, the only thread that
+        // touches its coroutine once it has started; no other reference to
+        // the coroutine exists while it runs.
+        let coroutine = unsafe { (*task.coroutine.get()).as_mut() };
+        let outcome = match coroutine {
+            Some(coroutine) => coroutine.resume(()),
+            None => CoroutineResult::Return(()),
+        };
+        self.current.set(std::ptr::null());
+        match outcome {
+            CoroutineResult::Yield(Suspend::Yield) => self.local.borrow_mut().push_back(task),
+            // The PARKED state owns this reference now (see task.rs).
+            CoroutineResult::Yield(Suspend::Park) => std::mem::forget(task),
+            CoroutineResult::Return(()) => self.finish(&task),
+        }
+    }
+
+    /// Retires a finished task: its stack goes back to this thread's pool.
+    fn finish(&self, task: &Task) {
+        // SAFETY: home worker, the coroutine is not running.
+        drop(unsafe { (*task.coroutine.get()).take() });
+        let slot = task.live_slot.replace(usize::MAX);
+        let mut live = self.live.borrow_mut();
+        if slot < live.len() {
+            live.swap_remove(slot);
+            if let Some(&moved) = live.get(slot) {
+                // SAFETY: live tasks are kept alive (see `live`).
+                unsafe { (*moved).live_slot.set(slot) };
+            }
+        }
+    }
+
+    fn push_run_next(&self, task: Arc<Task>) {
+        if let Some(previous) = self.run_next.replace(Some(task)) {
+            self.local.borrow_mut().push_back(previous);
+        }
+    }
+
+    fn next_task(&self) -> Option<Arc<Task>> {
+        let tick = self.tick.get().wrapping_add(1);
+        self.tick.set(tick);
+        if tick.is_multiple_of(FAIRNESS_INTERVAL) {
+            self.drain_inbox();
+            self.fire_timers();
+            if let Some(task) = self.steal_global() {
+                return Some(task);
+            }
+        }
+        if let Some(task) = self.take_run_next() {
+            return Some(task);
+        }
+        if let Some(task) = self.pop_ready(tick) {
+            return Some(task);
+        }
+        self.find_work()
+    }
+
+    fn take_run_next(&self) -> Option<Arc<Task>> {
+        let task = self.run_next.take()?;
+        let streak = self.run_next_streak.get() + 1;
+        if streak > RUN_NEXT_STREAK && !self.local.borrow().is_empty() {
+            // Let the others run: the woken task waits its turn.
+            self.run_next_streak.set(0);
+            let mut local = self.local.borrow_mut();
+            local.push_back(task);
+            return local.pop_front();
+        }
+        self.run_next_streak.set(streak);
+        Some(task)
+    }
+
+    /// A started or fresh task, alternating between the two kinds.
+    fn pop_ready(&self, tick: u32) -> Option<Arc<Task>> {
+        self.run_next_streak.set(0);
+        if tick & 1 == 0 {
+            self.local
+                .borrow_mut()
+                .pop_front()
+                .or_else(|| self.fresh.pop())
+        } else {
+            self.fresh
+                .pop()
+                .or_else(|| self.local.borrow_mut().pop_front())
+        }
+    }
+
+    /// The slow path: inbox, timers, the global queue, stealing; then spin,
+    /// then sleep. Returns None when the worker should exit.
+    fn find_work(&self) -> Option<Arc<Task>> {
+        loop {
+            if let Some(task) = self.poll_sources() {
+                self.stop_spinning(true);
+                return Some(task);
+            }
+            if self.shared.shutdown.load(Ordering::Acquire) {
+                self.stop_spinning(false);
+                if let Some(task) = self.shutdown_step() {
+                    return Some(task);
+                }
+                if self.live.borrow().is_empty() {
+                    return None;
+                }
+                // Cancelled tasks still unwinding wait on other threads.
+                self.sleep(Some(Duration::from_millis(1)));
+                continue;
+            }
+            if !self.spinning.get() && self.start_spinning() {
+                for _ in 0..SPIN_ROUNDS {
+                    for _ in 0..32 {
+                        std::hint::spin_loop();
+                    }
+                    if self.has_shared_work() {
+                        break;
+                    }
+                }
+                continue;
+            }
+            self.stop_spinning(false);
+            self.sleep(None);
+        }
+    }
+
+    /// One look at every source of work, in order.
+    fn poll_sources(&self) -> Option<Arc<Task>> {
+        if self.drain_inbox() + self.fire_timers() > 0
+            && let Some(task) = self.pop_ready(0)
+        {
+            return Some(task);
+        }
+        self.steal_global().or_else(|| self.steal_others())
+    }
+
+    /// During shutdown: drops never-started tasks, cancels started ones, and
+    /// returns one to run (to unwind) if there is any.
+    fn shutdown_step(&self) -> Option<Arc<Task>> {
+        while let Some(task) = self.fresh.pop() {
+            drop_unstarted(task);
+        }
+        loop {
+            match self.shared.injector.steal() {
+                Steal::Success(task) => drop_unstarted(task),
+                Steal::Retry => continue,
+                Steal::Empty => break,
+            }
+        }
+        let live: Vec<*const Task> = self.live.borrow().clone();
+        for task in live {
+            // SAFETY: live tasks are kept alive (see `live`).
+            let task = unsafe { &*task };
+            task.cancelled.store(true, Ordering::Release);
+            if let Some(task) = task.try_claim_parked() {
+                self.local.borrow_mut().push_back(task);
+            }
+        }
+        self.drain_inbox();
+        self.pop_ready(0)
+    }
+
+    /// Moves wakes from other threads to the local queue; returns how many.
+    fn drain_inbox(&self) -> usize {
+        let inbox = &self.shared.workers[self.index].inbox;
+        if inbox.is_empty() {
+            return 0;
+        }
+        let mut moved = 0;
+        let mut local = self.local.borrow_mut();
+        loop {
+            match inbox.steal() {
+                Steal::Success(task) => {
+                    local.push_back(task);
+                    moved += 1;
+                }
+                Steal::Retry => continue,
+                Steal::Empty => return moved,
+            }
+        }
+    }
+
+    /// Wakes the tasks whose deadline has passed; returns how many.
+    fn fire_timers(&self) -> usize {
+        let mut timers = self.timers.borrow_mut();
+        if timers.len() == 0 {
+            return 0;
+        }
+        let now = Instant::now();
+        let mut fired = 0;
+        while let Some(task) = timers.pop_due(now) {
+            // Mark first: only this thread reads it, after resuming the task.
+            task.timed_out.set(true);
+            if let Some(task) = task.try_claim_parked() {
+                self.local.borrow_mut().push_back(task);
+                fired += 1;
+            } else {
+                // An unpark won the race; the task will see it was not a timeout.
+                task.timed_out.set(false);
+            }
+        }
+        fired
+    }
+
+    fn steal_global(&self) -> Option<Arc<Task>> {
+        loop {
+            match self.shared.injector.steal_batch_and_pop(&self.fresh) {
+                Steal::Success(task) => return Some(task),
+                Steal::Retry => continue,
+                Steal::Empty => return None,
+            }
+        }
+    }
+
+    fn steal_others(&self) -> Option<Arc<Task>> {
+        let workers = &self.shared.workers;
+        let n = workers.len();
+        for offset in 1..n {
+            let victim = &workers[(self.index + offset) % n];
+            loop {
+                match victim.stealer.steal_batch_and_pop(&self.fresh) {
+                    Steal::Success(task) => return Some(task),
+                    Steal::Retry => continue,
+                    Steal::Empty => break,
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether a source this worker could take from has work.
+    fn has_shared_work(&self) -> bool {
+        let shared = &self.shared;
+        !shared.workers[self.index].inbox.is_empty()
+            || !shared.injector.is_empty()
+            || shared
+                .workers
+                .iter()
+                .enumerate()
+                .any(|(i, w)| i != self.index && !w.stealer.is_empty())
+            || shared.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Becomes a spinning worker unless half the workers already spin.
+    fn start_spinning(&self) -> bool {
+        let shared = &self.shared;
+        let limit = shared.workers.len().div_ceil(2);
+        let spinning = shared.n_spinning.load(Ordering::SeqCst);
+        if spinning >= limit
+            || shared
+                .n_spinning
+                .compare_exchange(spinning, spinning + 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+        {
+            return false;
+        }
+        self.spinning.set(true);
+        true
+    }
+
+    /// Stops spinning. The last spinner to find work wakes another idle
+    /// worker, so that parallelism ramps up with the work (as Go does); one
+    /// that found nothing wakes nobody, or idle workers would wake each other
+    /// in a circle.
+    fn stop_spinning(&self, found_work: bool) {
+        if self.spinning.replace(false)
+            && self.shared.n_spinning.fetch_sub(1, Ordering::SeqCst) == 1
+            && found_work
+        {
+            notify_idle(&self.shared);
+        }
+    }
+
+    /// Sleeps until woken or until the next timer deadline (or `limit`).
+    fn sleep(&self, limit: Option<Duration>) {
+        let shared = &self.shared;
+        let me = &shared.workers[self.index];
+        {
+            let mut idle = shared.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if !idle.contains(&self.index) {
+                idle.push(self.index);
+            }
+            shared.n_idle.store(idle.len(), Ordering::SeqCst);
+        }
+        me.sleeping.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let deadline = self.timers.borrow_mut().next_deadline();
+        let due = deadline.is_some_and(|d| d <= Instant::now());
+        if !due && !self.has_shared_work() && self.fresh.is_empty() {
+            let until_timer = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            match until_timer.into_iter().chain(limit).min() {
+                Some(timeout) => std::thread::park_timeout(timeout),
+                None => std::thread::park(),
+            }
+        }
+        me.sleeping.store(false, Ordering::SeqCst);
+        let mut idle = shared.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|&i| i != self.index);
+        shared.n_idle.store(idle.len(), Ordering::SeqCst);
+    }
+}
+
+/// Drops a task that never started; its closure's `ResultSender` delivers
+/// `Cancelled` to the `JoinHandle`.
+fn drop_unstarted(task: Arc<Task>) {
+    // SAFETY: an unstarted task is owned by the queue entry we just took.
+    drop(unsafe { (*task.coroutine.get()).take() });
+}
+
+/// Drops the tasks left in a global injector after the workers exited.
+pub(crate) fn drain_unstarted(injector: &Injector<Arc<Task>>) {
+    loop {
+        match injector.steal() {
+            Steal::Success(task) => drop_unstarted(task),
+            Steal::Retry => continue,
+            Steal::Empty => return,
+        }
+    }
+}
