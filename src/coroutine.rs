@@ -270,23 +270,27 @@ impl<Input, Yield, Return> Coroutine<Input, Yield, Return> {
         let (reply, new_sp) = unsafe { self.switch(message.as_ptr() as usize) };
         if new_sp.is_null() {
             // SAFETY: a null sp marks a final switch.
-            return unsafe { self.finished(reply) };
+            return CoroutineResult::Return(unsafe { self.finished(reply) });
         }
         // SAFETY: a suspend passes a pointer to its initialised Yield.
         CoroutineResult::Yield(unsafe { ptr::read(reply as *const Yield) })
     }
 
     /// The end of `resume` for a coroutine that has just finished: kept out
-    /// of line so that the yield path stays straight.
+    /// of line so that the yield path stays straight. It returns the bare
+    /// `Return` (not a `CoroutineResult`), so that the compiler need not keep
+    /// a path on which the resume loop goes on after it: that path made it
+    /// reload `sp` and the parent slot from memory every round trip
+    /// (≈ 1.15× corosensei instead of ≈ 1.0×).
     ///
     /// # Safety
     /// `reply` must be the message of a final switch.
     #[cold]
     #[inline(never)]
-    unsafe fn finished(&mut self, reply: usize) -> CoroutineResult<Yield, Return> {
+    unsafe fn finished(&mut self, reply: usize) -> Return {
         // SAFETY: upheld by the caller.
         match unsafe { self.take_finish(reply) } {
-            Finish::Return(value) => CoroutineResult::Return(value),
+            Finish::Return(value) => value,
             Finish::Panic(payload) => resume_unwind(payload),
             Finish::Unwound => unreachable!("a coroutine unwound without being dropped"),
         }

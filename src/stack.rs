@@ -54,8 +54,12 @@ use memmap2::{MmapMut, MmapOptions};
 /// of which only touched pages cost memory.
 pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
 
-/// The smallest usable size `Stack::new` hands out (smaller requests round up).
+/// The smallest size `Stack::new` hands out (smaller requests round up).
 pub const MIN_STACK_SIZE: usize = 16 * 1024;
+
+/// The largest size `Stack::new` accepts (1 TiB of address space); larger
+/// requests are `InvalidInput` rather than an arithmetic overflow.
+pub const MAX_STACK_SIZE: usize = 1 << 40;
 
 /// Stacks a thread's pool keeps for reuse before it unmaps released ones.
 pub const THREAD_POOL_CAPACITY: usize = 1024;
@@ -126,16 +130,13 @@ impl Stack {
     pub fn new(size: usize) -> io::Result<Stack> {
         install_overflow_handler();
         let page = page_size();
-        let usable = size
-            .max(MIN_STACK_SIZE)
-            .checked_add(HEADER_BYTES + page - 1)
-            .map(|n| n & !(page - 1))
-            .ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("stack size {size} is too large"),
-                )
-            })?;
+        let usable = usable_size(size);
+        if usable == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("stack size {size} is too large (the maximum is {MAX_STACK_SIZE} bytes)"),
+            ));
+        }
         let total = usable + page;
         let map = MmapOptions::new()
             .len(total)
@@ -162,9 +163,11 @@ impl Stack {
         Ok(stack)
     }
 
-    /// Usable bytes between the guard page and the header.
+    /// Bytes above the guard page: the requested size rounded up to whole
+    /// pages. The top 64 bytes hold fibra's header; the rest is the
+    /// coroutine's.
     pub fn size(&self) -> usize {
-        self.map.len() - self.guard - HEADER_BYTES
+        self.map.len() - self.guard
     }
 
     /// Lowest usable address (just above the guard page).
@@ -280,13 +283,10 @@ fn explain_map_error(err: io::Error, bytes: usize) -> io::Error {
 /// The usable size `Stack::new(size)` gives (0 if `size` is absurdly large).
 fn usable_size(size: usize) -> usize {
     let page = page_size();
-    match size
-        .max(MIN_STACK_SIZE)
-        .checked_add(HEADER_BYTES + page - 1)
-    {
-        Some(n) => (n & !(page - 1)) - HEADER_BYTES,
-        None => 0,
+    if size > MAX_STACK_SIZE {
+        return 0;
     }
+    (size.max(MIN_STACK_SIZE) + page - 1) & !(page - 1)
 }
 
 /// A free list of stacks of one size. Stacks of other sizes pass through.
@@ -405,8 +405,9 @@ struct GuardEntry {
 }
 
 /// Guard pages of all mapped stacks, keyed by their start address. The fault
-/// handler only ever `try_read`s it, so a fault while this thread holds the
-/// write lock is reported as an unknown fault instead of deadlocking.
+/// handler only ever `try_read`s it (retrying while another thread writes),
+/// so a fault while this thread holds the write lock is passed on as an
+/// unknown fault instead of deadlocking.
 static REGISTRY: RwLock<BTreeMap<usize, GuardEntry>> = RwLock::new(BTreeMap::new());
 
 fn registry_insert(base: usize, guard: usize, top: usize) {
@@ -432,8 +433,21 @@ struct Overflow {
     size: usize,
 }
 
+#[inline(never)]
 fn find_overflow(addr: usize) -> Option<Overflow> {
-    let map = REGISTRY.try_read().ok()?;
+    // `try_read` fails while any thread holds or waits for the write lock
+    // (another thread mapping or unmapping a stack, briefly): retry for a
+    // while. It fails for good only if this very thread faulted while
+    // holding the write lock; the fault is then passed on as unknown.
+    let mut map = None;
+    for _ in 0..1_000_000 {
+        if let Ok(guard) = REGISTRY.try_read() {
+            map = Some(guard);
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    let map = map?;
     let (_, entry) = map.range(..=addr).next_back()?;
     if addr >= entry.guard_end {
         return None;
@@ -445,7 +459,7 @@ fn find_overflow(addr: usize) -> Option<Overflow> {
     Some(Overflow {
         id: header.owner_id.get(),
         name: header.owner_name.get(),
-        size: entry.top - HEADER_BYTES - entry.guard_end,
+        size: entry.top - entry.guard_end,
     })
 }
 
@@ -492,37 +506,48 @@ impl std::fmt::Write for FixedBuf {
     }
 }
 
+/// Prints the overflow line and aborts. Out of line, so that `on_fault`'s
+/// own frame stays small: when the fault is not ours, `on_fault` calls the
+/// previous handler (Rust's, with its own frame) on the same small signal
+/// stack, and a large frame here overflowed std's 8 KiB signal stack in
+/// debug builds.
+#[inline(never)]
+#[cold]
+fn report_overflow(addr: usize, overflow: Overflow) -> ! {
+    let mut out = FixedBuf {
+        bytes: [0; 512],
+        len: 0,
+    };
+    let _ = write!(out, "fibra: coroutine #{}", overflow.id);
+    if !overflow.name.0.is_null() {
+        // SAFETY: the owner keeps its name alive while it runs on the stack.
+        // The pointer and length came from a `&str`, so the bytes are UTF-8.
+        let name = unsafe {
+            std::str::from_utf8_unchecked(std::slice::from_raw_parts(
+                overflow.name.0,
+                overflow.name.1,
+            ))
+        };
+        let _ = write!(out, " '{}'", name.escape_debug());
+    }
+    let _ = writeln!(
+        out,
+        " overflowed its stack of {} KiB (fault at {addr:#x} in the guard page); \
+         give it a larger stack with Builder::stack_size",
+        overflow.size / 1024
+    );
+    // SAFETY: write(2) and abort(3) are async-signal-safe.
+    unsafe {
+        libc::write(libc::STDERR_FILENO, out.bytes.as_ptr().cast(), out.len);
+        libc::abort();
+    }
+}
+
 extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let addr = unsafe { (*info).si_addr() } as usize;
     if let Some(overflow) = find_overflow(addr) {
-        let mut out = FixedBuf {
-            bytes: [0; 512],
-            len: 0,
-        };
-        let _ = write!(out, "fibra: coroutine #{}", overflow.id);
-        if !overflow.name.0.is_null() {
-            // SAFETY: the owner keeps its name alive while it runs on the stack.
-            // The pointer and length came from a `&str`, so the bytes are UTF-8.
-            let name = unsafe {
-                std::str::from_utf8_unchecked(std::slice::from_raw_parts(
-                    overflow.name.0,
-                    overflow.name.1,
-                ))
-            };
-            let _ = write!(out, " '{}'", name.escape_debug());
-        }
-        let _ = writeln!(
-            out,
-            " overflowed its stack of {} KiB (fault at {addr:#x} in the guard page); \
-             give it a larger stack with Builder::stack_size",
-            overflow.size / 1024
-        );
-        // SAFETY: write(2) and abort(3) are async-signal-safe.
-        unsafe {
-            libc::write(libc::STDERR_FILENO, out.bytes.as_ptr().cast(), out.len);
-            libc::abort();
-        }
+        report_overflow(addr, overflow);
     }
     let index = if sig == libc::SIGSEGV { 0 } else { 1 };
     // SAFETY: PREVIOUS was filled before this handler was installed.

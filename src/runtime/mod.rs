@@ -304,18 +304,20 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    if shared.shutdown.load(Ordering::Acquire) {
-        return Err(io::Error::other(
-            "fibra: the runtime is shutting down; no new coroutines",
-        ));
-    }
-    let size = builder.stack_size.unwrap_or(shared.stack_size);
-    let stack = stack::acquire(size)?;
     let id = next_id();
     let name: Option<Arc<str>> = builder.name.map(Arc::from);
     let cell = Arc::new(JoinCell::new());
-    let task = Arc::new(Task::new(id, name.clone(), shared));
     let sender = ResultSender::new(Arc::clone(&cell));
+    if shared.shutdown.load(Ordering::Acquire) {
+        // Never runs: dropping the sender unsent delivers `Cancelled`. Not an
+        // error, so that a destructor unwinding during shutdown may spawn.
+        drop((sender, f));
+        let task = Arc::new(Task::new(id, name, shared));
+        return Ok(JoinHandle { task, cell });
+    }
+    let size = builder.stack_size.unwrap_or(shared.stack_size);
+    let stack = stack::acquire(size)?;
+    let task = Arc::new(Task::new(id, name.clone(), shared));
     let task_ptr = TaskPtr(Arc::as_ptr(&task));
     let body = move |yielder: &TaskYielder, ()| {
         let task_ptr = task_ptr;
