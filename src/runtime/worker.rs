@@ -112,6 +112,8 @@ pub(crate) struct Worker {
     /// reference its queue entry, its running worker or its PARKED state holds).
     live: RefCell<Vec<*const Task>>,
     tick: Cell<u32>,
+    /// Whether `pop_ready` tries `fresh` before `local` next time.
+    fresh_turn: Cell<bool>,
     spinning: Cell<bool>,
 }
 
@@ -210,6 +212,7 @@ impl Worker {
             timers: RefCell::new(Timers::default()),
             live: RefCell::new(Vec::new()),
             tick: Cell::new(0),
+            fresh_turn: Cell::new(false),
             spinning: Cell::new(false),
         }
     }
@@ -285,7 +288,7 @@ impl Worker {
         if let Some(task) = self.take_run_next() {
             return Some(task);
         }
-        if let Some(task) = self.pop_ready(tick) {
+        if let Some(task) = self.pop_ready() {
             return Some(task);
         }
         self.find_work()
@@ -305,10 +308,16 @@ impl Worker {
         Some(task)
     }
 
-    /// A started or fresh task, alternating between the two kinds.
-    fn pop_ready(&self, tick: u32) -> Option<Arc<Task>> {
+    /// A started or fresh task, alternating between the two kinds. The turn
+    /// flips on every call, not with the tick: `run_next` picks advance the
+    /// tick too, and a rhythm of one `run_next` pick per `pop_ready` once
+    /// kept the tick's parity fixed and starved started tasks behind a fresh
+    /// backlog.
+    fn pop_ready(&self) -> Option<Arc<Task>> {
         self.run_next_streak.set(0);
-        if tick & 1 == 0 {
+        let fresh_first = !self.fresh_turn.get();
+        self.fresh_turn.set(fresh_first);
+        if !fresh_first {
             self.local
                 .borrow_mut()
                 .pop_front()
@@ -359,7 +368,7 @@ impl Worker {
     /// One look at every source of work, in order.
     fn poll_sources(&self) -> Option<Arc<Task>> {
         if self.drain_inbox() + self.fire_timers() > 0
-            && let Some(task) = self.pop_ready(0)
+            && let Some(task) = self.pop_ready()
         {
             return Some(task);
         }
@@ -389,7 +398,7 @@ impl Worker {
             }
         }
         self.drain_inbox();
-        self.pop_ready(0)
+        self.pop_ready()
     }
 
     /// Moves wakes from other threads to the local queue; returns how many.
