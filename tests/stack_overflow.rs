@@ -188,7 +188,11 @@ fn overflow_reports_coroutine_name_id_and_size() {
     assert!(!run.stdout.contains("survived=yes"), "{run}");
     let id: u64 = run.reported("id").parse().expect("numeric id");
     let stack_size: usize = run.reported("stack_size").parse().expect("numeric size");
-    assert_eq!(stack_size, 64 * 1024, "a whole-page request is kept exactly; {run}");
+    assert_eq!(
+        stack_size,
+        64 * 1024,
+        "a whole-page request is kept exactly; {run}"
+    );
     let lines = overflow_lines(&run);
     assert_eq!(lines.len(), 1, "exactly one report line; {run}");
     let line = lines[0];

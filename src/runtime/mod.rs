@@ -363,19 +363,24 @@ fn suspend(task: &Task, why: Suspend) {
     unsafe { (*yielder).suspend(why) };
 }
 
-/// Unwinds the running task if it has been cancelled (not while it is
-/// already unwinding: a second panic would abort).
+/// Unwinds the running task if it has been cancelled and has not yet been
+/// told so. Raised once per task: its destructors may park while the
+/// cancellation unwinds them, and a second unwind from there would abort.
+///
+/// This cannot ask `thread::panicking()`: std keeps the panic count per OS
+/// thread, so while one coroutine is suspended halfway through unwinding,
+/// `panicking()` is true in every other coroutine of its worker.
 #[inline(always)]
 fn check_cancelled(task: &Task) {
     if task.cancelled.load(Ordering::Acquire) {
-        unwind_cancelled();
+        unwind_cancelled(task);
     }
 }
 
 #[cold]
 #[inline(never)]
-fn unwind_cancelled() {
-    if !thread::panicking() {
+fn unwind_cancelled(task: &Task) {
+    if !task.cancel_raised.replace(true) {
         resume_unwind(Box::new(Cancelled));
     }
 }

@@ -40,7 +40,7 @@
 //!
 //! # Home-worker-only fields
 //!
-//! `coroutine`, `yielder`, `timer_seq`, `timed_out` and `live_slot` are
+//! `coroutine`, `yielder`, `timer_seq`, `timer_armed`, `timed_out`, `cancel_raised` and `live_slot` are
 //! touched only by the task's home worker thread (or, before the task has
 //! started, by whoever owns its queue entry exclusively). That is why `Task`
 //! may be `Sync` though these are `Cell`s.
@@ -86,7 +86,9 @@ pub(crate) struct Task {
     pub coroutine: UnsafeCell<Option<TaskCoroutine>>,
     pub yielder: Cell<*const TaskYielder>,
     pub timer_seq: Cell<u64>,
+    pub timer_armed: Cell<bool>,
     pub timed_out: Cell<bool>,
+    pub cancel_raised: Cell<bool>,
     pub live_slot: Cell<usize>,
 }
 
@@ -110,7 +112,9 @@ impl Task {
             coroutine: UnsafeCell::new(None),
             yielder: Cell::new(std::ptr::null()),
             timer_seq: Cell::new(0),
+            timer_armed: Cell::new(false),
             timed_out: Cell::new(false),
+            cancel_raised: Cell::new(false),
             live_slot: Cell::new(usize::MAX),
         }
     }

@@ -62,6 +62,7 @@ impl Timers {
     pub fn insert(&mut self, deadline: Instant, task: &Arc<Task>) {
         let seq = task.timer_seq.get().wrapping_add(1);
         task.timer_seq.set(seq);
+        task.timer_armed.set(true);
         self.heap.push(Entry {
             deadline,
             seq,
@@ -71,6 +72,9 @@ impl Timers {
 
     /// Disarms `task`'s timer if it has one that has not fired.
     pub fn cancel(&mut self, task: &Task) {
+        if !task.timer_armed.replace(false) {
+            return;
+        }
         task.timer_seq.set(task.timer_seq.get().wrapping_add(1));
         self.stale += 1;
         if self.stale > 64 && self.stale > self.heap.len() / 2 {
@@ -86,15 +90,15 @@ impl Timers {
     }
 
     /// Removes and returns the task of the earliest live timer if it is due
-    /// at `now`. The entry is consumed: its task's seq is bumped so that a
-    /// later `cancel` of it counts nothing stale.
+    /// at `now`. The entry is consumed: its task's timer is disarmed, so
+    /// that a later `cancel` of it counts nothing stale.
     pub fn pop_due(&mut self, now: Instant) -> Option<Arc<Task>> {
         self.drop_stale_top();
         if self.heap.peek()?.deadline > now {
             return None;
         }
         let entry = self.heap.pop()?;
-        entry.task.timer_seq.set(entry.seq.wrapping_add(1));
+        entry.task.timer_armed.set(false);
         Some(entry.task)
     }
 

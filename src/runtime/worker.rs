@@ -44,17 +44,18 @@
 //!
 //! # Shutdown
 //!
-//! When the runtime is dropped, each worker drops the tasks that never
-//! started (their `JoinHandle`s get `Cancelled`), cancels its started tasks
-//! and runs them until they have unwound, then exits. Its thread's stack pool
-//! unmaps the stacks.
+//! When the runtime is dropped, each worker notices at its next pick (one
+//! relaxed load per pick), drops the tasks that never started (their
+//! `JoinHandle`s get `Cancelled`), cancels its started tasks once and runs
+//! them until they have unwound, then exits. Its thread's stack pool unmaps
+//! the stacks.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker as Deque};
 
@@ -112,6 +113,8 @@ pub(crate) struct Worker {
     /// reference its queue entry, its running worker or its PARKED state holds).
     live: RefCell<Vec<*const Task>>,
     tick: Cell<u32>,
+    /// Whether shutdown has cancelled the tasks homed here.
+    cancelled_all: Cell<bool>,
     /// Whether `pop_ready` tries `fresh` before `local` next time.
     fresh_turn: Cell<bool>,
     spinning: Cell<bool>,
@@ -212,6 +215,7 @@ impl Worker {
             timers: RefCell::new(Timers::default()),
             live: RefCell::new(Vec::new()),
             tick: Cell::new(0),
+            cancelled_all: Cell::new(false),
             fresh_turn: Cell::new(false),
             spinning: Cell::new(false),
         }
@@ -276,6 +280,9 @@ impl Worker {
     }
 
     fn next_task(&self) -> Option<Arc<Task>> {
+        if self.shared.shutdown.load(Ordering::Relaxed) {
+            return self.next_task_in_shutdown();
+        }
         let tick = self.tick.get().wrapping_add(1);
         self.tick.set(tick);
         if tick.is_multiple_of(FAIRNESS_INTERVAL) {
@@ -333,21 +340,13 @@ impl Worker {
     /// then sleep. Returns None when the worker should exit.
     fn find_work(&self) -> Option<Arc<Task>> {
         loop {
+            if self.shared.shutdown.load(Ordering::Acquire) {
+                self.stop_spinning(false);
+                return self.next_task_in_shutdown();
+            }
             if let Some(task) = self.poll_sources() {
                 self.stop_spinning(true);
                 return Some(task);
-            }
-            if self.shared.shutdown.load(Ordering::Acquire) {
-                self.stop_spinning(false);
-                if let Some(task) = self.shutdown_step() {
-                    return Some(task);
-                }
-                if self.live.borrow().is_empty() {
-                    return None;
-                }
-                // Cancelled tasks still unwinding wait on other threads.
-                self.sleep(Some(Duration::from_millis(1)));
-                continue;
             }
             if !self.spinning.get() && self.start_spinning() {
                 for _ in 0..SPIN_ROUNDS {
@@ -361,7 +360,7 @@ impl Worker {
                 continue;
             }
             self.stop_spinning(false);
-            self.sleep(None);
+            self.sleep();
         }
     }
 
@@ -375,30 +374,64 @@ impl Worker {
         self.steal_global().or_else(|| self.steal_others())
     }
 
-    /// During shutdown: drops never-started tasks, cancels started ones, and
-    /// returns one to run (to unwind) if there is any.
-    fn shutdown_step(&self) -> Option<Arc<Task>> {
-        while let Some(task) = self.fresh.pop() {
-            drop_unstarted(task);
+    /// The next task to run once the runtime is shutting down, or None when
+    /// every task homed here has finished and the worker may exit.
+    ///
+    /// Tasks that never started are dropped, not run (their `JoinHandle`s
+    /// get `Cancelled`). Started tasks are cancelled once, all together, and
+    /// then run as usual — woken by the inbox and by timers — until they have
+    /// unwound; a destructor that sleeps or waits on another worker while
+    /// unwinding is waited for without spinning. A coroutine that catches
+    /// `Cancelled` and parks for good again, or never reaches a park point,
+    /// keeps its worker (and so the runtime's drop) waiting.
+    fn next_task_in_shutdown(&self) -> Option<Arc<Task>> {
+        if !self.cancelled_all.replace(true) {
+            let live: Vec<*const Task> = self.live.borrow().clone();
+            for task in live {
+                // SAFETY: live tasks are kept alive (see `live`).
+                let task = unsafe { &*task };
+                task.cancelled.store(true, Ordering::Release);
+                if let Some(task) = task.try_claim_parked() {
+                    self.local.borrow_mut().push_back(task);
+                }
+            }
         }
         loop {
-            match self.shared.injector.steal() {
-                Steal::Success(task) => drop_unstarted(task),
-                Steal::Retry => continue,
-                Steal::Empty => break,
+            while let Some(task) = self.fresh.pop() {
+                drop_unstarted(task);
+            }
+            drain_unstarted(&self.shared.injector);
+            self.drain_inbox();
+            self.fire_timers();
+            let next = self
+                .run_next
+                .take()
+                .or_else(|| self.local.borrow_mut().pop_front());
+            if next.is_some() {
+                return next;
+            }
+            if self.live.borrow().is_empty() {
+                return None;
+            }
+            self.sleep_in_shutdown();
+        }
+    }
+
+    /// Sleeps until a wake reaches the inbox or the next timer is due.
+    fn sleep_in_shutdown(&self) {
+        let me = &self.shared.workers[self.index];
+        me.sleeping.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let deadline = self.timers.borrow_mut().next_deadline();
+        if me.inbox.is_empty() {
+            match deadline {
+                Some(deadline) => {
+                    std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()))
+                }
+                None => std::thread::park(),
             }
         }
-        let live: Vec<*const Task> = self.live.borrow().clone();
-        for task in live {
-            // SAFETY: live tasks are kept alive (see `live`).
-            let task = unsafe { &*task };
-            task.cancelled.store(true, Ordering::Release);
-            if let Some(task) = task.try_claim_parked() {
-                self.local.borrow_mut().push_back(task);
-            }
-        }
-        self.drain_inbox();
-        self.pop_ready()
+        me.sleeping.store(false, Ordering::SeqCst);
     }
 
     /// Moves wakes from other threads to the local queue; returns how many.
@@ -512,8 +545,8 @@ impl Worker {
         }
     }
 
-    /// Sleeps until woken or until the next timer deadline (or `limit`).
-    fn sleep(&self, limit: Option<Duration>) {
+    /// Sleeps until woken or until the next timer deadline.
+    fn sleep(&self) {
         let shared = &self.shared;
         let me = &shared.workers[self.index];
         {
@@ -528,9 +561,10 @@ impl Worker {
         let deadline = self.timers.borrow_mut().next_deadline();
         let due = deadline.is_some_and(|d| d <= Instant::now());
         if !due && !self.has_shared_work() && self.fresh.is_empty() {
-            let until_timer = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            match until_timer.into_iter().chain(limit).min() {
-                Some(timeout) => std::thread::park_timeout(timeout),
+            match deadline {
+                Some(deadline) => {
+                    std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()))
+                }
                 None => std::thread::park(),
             }
         }

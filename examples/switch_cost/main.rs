@@ -12,13 +12,17 @@
 //!
 //! To add a row, write a function returning a `Case` and list it in `cases()`.
 
+mod os;
+mod sched;
+
 use std::hint::black_box;
-use std::mem;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
+use os::{PingPong, machine_description, pin_process_to_one_cpu};
+
+use fibra::Runtime;
 use fibra::coroutine::{Coroutine, CoroutineResult};
 
 /// Measurement rounds; every case is measured once per round.
@@ -45,14 +49,19 @@ struct Row {
     note: &'static str,
 }
 
-/// The cases, the baseline (the fibra switch round trip) first.
-fn cases() -> Vec<Case> {
+/// The cases, the baseline (the fibra switch round trip) first. `main`
+/// refers to rows by these indices.
+fn cases(rt: &Arc<Runtime>) -> Vec<Case> {
     vec![
-        fibra_switch(),
-        corosensei_switch(),
-        thread_ping_pong(),
-        fibra_create_run_drop(),
-        thread_spawn_join(),
+        fibra_switch(),          // 0
+        corosensei_switch(),     // 1
+        thread_ping_pong(),      // 2
+        fibra_create_run_drop(), // 3
+        thread_spawn_join(),     // 4
+        sched::yield_pair(rt),   // 5
+        sched::os_yield_pair(),  // 6
+        sched::spawn_join(rt),   // 7
+        sched::park_unpark(rt),  // 8
     ]
 }
 
@@ -152,7 +161,9 @@ fn thread_spawn_join() -> Case {
 fn main() {
     let machine = machine_description();
     let cpu = pin_process_to_one_cpu();
-    let mut cases = cases();
+    // Created after pinning, so its worker thread runs on the same CPU.
+    let rt = Arc::new(Runtime::builder().workers(1).build().expect("runtime"));
+    let mut cases = cases(&rt);
 
     // Calibrate (this also warms up): find n such that a batch takes ~BATCH.
     let iters: Vec<u64> = cases.iter_mut().map(|c| calibrate(&mut c.run)).collect();
@@ -205,6 +216,65 @@ fn main() {
     println!(
         "target: OS thread round trip >= 100x a fibra switch: {thread_factor:.0}x -> {}",
         verdict(thread_factor >= 100.0)
+    );
+    println!(
+        "target: fibra yield <= 20 ns: {} ns ({} cheaper than sched_yield) -> {}",
+        fmt_ns(rows[5].ns),
+        fmt_ratio(rows[6].ns / rows[5].ns),
+        verdict(rows[5].ns <= 20.0)
+    );
+    println!(
+        "target: fibra spawn+run+join <= 300 ns: {} ns ({} cheaper than a thread) -> {}",
+        fmt_ns(rows[7].ns),
+        fmt_ratio(rows[4].ns / rows[7].ns),
+        verdict(rows[7].ns <= 300.0)
+    );
+    println!(
+        "target: fibra park/unpark round trip <= 60 ns: {} ns ({} cheaper than OS threads) -> {}",
+        fmt_ns(rows[8].ns),
+        fmt_ratio(rows[2].ns / rows[8].ns),
+        verdict(rows[8].ns <= 60.0)
+    );
+    println!();
+    many_coroutines(&rt);
+}
+
+/// The measurements that need many coroutines alive at once.
+fn many_coroutines(rt: &Runtime) {
+    let cap = sched::max_live_coroutines();
+    println!("many coroutines on one worker (vm.max_map_count allows about {cap} live stacks)");
+    let mut sizes: Vec<usize> = [2, 100, 10_000, 30_000, 100_000]
+        .into_iter()
+        .filter(|&n| n <= cap)
+        .collect();
+    if cap < 100_000 {
+        sizes.push(cap.min(30_000));
+        sizes.dedup();
+    }
+    let mut first = None;
+    let mut worst: f64 = 0.0;
+    for &n in &sizes {
+        let ns = sched::yield_with_runnable(rt, n, 9, Duration::from_millis(20));
+        let base = *first.get_or_insert(ns);
+        worst = worst.max(ns / base);
+        println!(
+            "  yield with {n:>6} runnable: {} ns per yield ({} the 2-coroutine cost)",
+            fmt_ns(ns),
+            fmt_ratio(ns / base)
+        );
+    }
+    println!(
+        "target: yield cost flat (<= 1.5x) from 2 to {} runnable: {} -> {}",
+        sizes.last().copied().unwrap_or(2),
+        fmt_ratio(worst),
+        verdict(worst <= 1.5)
+    );
+    let parked = cap.min(30_000);
+    let kib = sched::rss_per_parked(rt, parked);
+    println!("  RSS per parked coroutine, {parked} parked: {kib:.2} KiB");
+    println!(
+        "target: RSS per parked coroutine <= 4.5 KiB: {kib:.2} KiB -> {}",
+        verdict(kib <= 4.5)
     );
 }
 
@@ -283,188 +353,4 @@ fn calibrate(run: &mut dyn FnMut(u64) -> Duration) -> u64 {
         }
         n *= 2;
     }
-}
-
-/// The "model name" line of /proc/cpuinfo, the number of CPUs this process
-/// may use, and the load average (a busy shared machine shows there).
-fn machine_description() -> String {
-    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = info
-        .lines()
-        .find_map(|l| l.strip_prefix("model name")?.split_once(':'))
-        .map_or("unknown CPU", |(_, m)| m.trim());
-    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load = load.split_whitespace().next().unwrap_or("?").to_owned();
-    format!("{model}, {cpus} CPUs, load average {load} at start")
-}
-
-/// Pins the whole process (this thread, and threads it spawns later) to the
-/// highest-numbered CPU it may use; returns that CPU.
-fn pin_process_to_one_cpu() -> usize {
-    let allowed = current_affinity();
-    let cpu = (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `cpu` is below CPU_SETSIZE, so within the set.
-        .rfind(|&cpu| unsafe { libc::CPU_ISSET(cpu, &allowed) })
-        .expect("the process may run on no CPU");
-    pin_current_thread(cpu);
-    cpu
-}
-
-// ---------------------------------------------------------------------------
-// OS-thread ping-pong over a futex word (as in benches/switch.rs).
-
-/// Whose turn it is in the ping-pong, and the stop signal.
-const A_TURN: u32 = 0;
-const B_TURN: u32 = 1;
-const STOP: u32 = 2;
-
-/// Two OS threads on one CPU handing a turn back and forth through a futex
-/// word. The creating thread is A; `new` pins it (and the spawned B) to one
-/// CPU, and dropping the pair stops and joins B and restores A's affinity.
-struct PingPong {
-    state: Arc<AtomicU32>,
-    peer: Option<JoinHandle<()>>,
-    saved_affinity: libc::cpu_set_t,
-}
-
-impl PingPong {
-    fn new() -> PingPong {
-        let saved_affinity = current_affinity();
-        let cpu = (0..libc::CPU_SETSIZE as usize)
-            // SAFETY: `cpu` is below CPU_SETSIZE, so within the set.
-            .find(|&cpu| unsafe { libc::CPU_ISSET(cpu, &saved_affinity) })
-            .expect("the thread may run on no CPU");
-        pin_current_thread(cpu);
-        let state = Arc::new(AtomicU32::new(A_TURN));
-        let peer_state = Arc::clone(&state);
-        let peer = thread::Builder::new()
-            .name("ping-pong-b".into())
-            .spawn(move || {
-                pin_current_thread(cpu);
-                loop {
-                    match wait_while(&peer_state, A_TURN, || false) {
-                        STOP => return,
-                        _ => {
-                            peer_state.store(A_TURN, Ordering::Release);
-                            futex_wake(&peer_state);
-                        }
-                    }
-                }
-            })
-            .expect("cannot spawn the ping-pong thread");
-        PingPong {
-            state,
-            peer: Some(peer),
-            saved_affinity,
-        }
-    }
-
-    /// A → B → A: hands B the turn and sleeps until B hands it back.
-    fn round_trip(&self) {
-        self.state.store(B_TURN, Ordering::Release);
-        futex_wake(&self.state);
-        let peer = self.peer.as_ref().expect("the peer thread is running");
-        wait_while(&self.state, B_TURN, || peer.is_finished());
-    }
-}
-
-impl Drop for PingPong {
-    fn drop(&mut self) {
-        // It is A's turn whenever A is not inside `round_trip`, so B is
-        // waiting for the word to change and sees STOP.
-        self.state.store(STOP, Ordering::Release);
-        futex_wake(&self.state);
-        if let Some(peer) = self.peer.take() {
-            let result = peer.join();
-            if result.is_err() && !thread::panicking() {
-                panic!("the ping-pong thread panicked");
-            }
-        }
-        set_affinity(&self.saved_affinity);
-    }
-}
-
-/// Sleeps on `word` while it holds `value`; returns the value that ended the
-/// wait. Every second of sleep asks `peer_gone` whether the thread that
-/// should change the word has died, and panics if so rather than hang.
-fn wait_while(word: &AtomicU32, value: u32, peer_gone: impl Fn() -> bool) -> u32 {
-    let timeout = libc::timespec {
-        tv_sec: 1,
-        tv_nsec: 0,
-    };
-    loop {
-        let now = word.load(Ordering::Acquire);
-        if now != value {
-            return now;
-        }
-        // SAFETY: `word` is a live, aligned u32 for the whole call; FUTEX_WAIT
-        // only reads it, and `timeout` outlives the call.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                word.as_ptr(),
-                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
-                value,
-                &timeout as *const libc::timespec,
-            )
-        };
-        if r == -1
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT)
-            && peer_gone()
-        {
-            panic!("the ping-pong peer thread exited mid-exchange");
-        }
-    }
-}
-
-/// Wakes one thread sleeping on `word`.
-fn futex_wake(word: &AtomicU32) {
-    // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE does not access it.
-    unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            1,
-        );
-    }
-}
-
-/// The calling thread's CPU affinity mask.
-fn current_affinity() -> libc::cpu_set_t {
-    // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
-    let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
-    // SAFETY: `set` is a writable cpu_set_t of the size passed; pid 0 means
-    // the calling thread.
-    let r = unsafe { libc::sched_getaffinity(0, mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    assert_eq!(
-        r,
-        0,
-        "sched_getaffinity: {}",
-        std::io::Error::last_os_error()
-    );
-    set
-}
-
-/// Restricts the calling thread to `cpu`.
-fn pin_current_thread(cpu: usize) {
-    // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
-    let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
-    // SAFETY: callers pass a CPU found in a cpu_set_t, so below CPU_SETSIZE.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    set_affinity(&set);
-}
-
-/// Sets the calling thread's CPU affinity mask.
-fn set_affinity(set: &libc::cpu_set_t) {
-    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 means the
-    // calling thread.
-    let r = unsafe { libc::sched_setaffinity(0, mem::size_of::<libc::cpu_set_t>(), set) };
-    assert_eq!(
-        r,
-        0,
-        "sched_setaffinity: {}",
-        std::io::Error::last_os_error()
-    );
 }
