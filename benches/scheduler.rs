@@ -206,18 +206,24 @@ fn bench_yield_flat(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 rt.block_on(move || {
                     let stop = Arc::new(AtomicBool::new(false));
+                    let started = Arc::new(AtomicU64::new(0));
                     let others: Vec<_> = (0..n - 1)
                         .map(|_| {
                             let stop = Arc::clone(&stop);
+                            let started = Arc::clone(&started);
                             fibra::spawn(move || {
+                                started.fetch_add(1, Ordering::Relaxed);
                                 while !stop.load(Ordering::Relaxed) {
                                     fibra::yield_now();
                                 }
                             })
                         })
                         .collect();
-                    // Let every coroutine start before timing.
-                    fibra::yield_now();
+                    // Time only full rounds: wait until every coroutine has
+                    // started (fresh and started ones take turns).
+                    while started.load(Ordering::Relaxed) < (n - 1) as u64 {
+                        fibra::yield_now();
+                    }
                     let rounds = (iters / n as u64).max(1);
                     let start = Instant::now();
                     for _ in 0..rounds {

@@ -115,16 +115,24 @@ pub fn max_live_coroutines() -> usize {
 pub fn yield_with_runnable(rt: &Runtime, runnable: usize, reps: usize, batch: Duration) -> f64 {
     rt.block_on(move || {
         let stop = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(AtomicU64::new(0));
         let others: Vec<_> = (1..runnable)
             .map(|_| {
                 let stop = Arc::clone(&stop);
+                let started = Arc::clone(&started);
                 fibra::spawn(move || {
+                    started.fetch_add(1, Ordering::Relaxed);
                     while !stop.load(Ordering::Relaxed) {
                         fibra::yield_now();
                     }
                 })
             })
             .collect();
+        // Time only full rounds: wait until every coroutine has started
+        // (fresh and started coroutines take turns, so this takes a while).
+        while started.load(Ordering::Relaxed) < (runnable - 1) as u64 {
+            fibra::yield_now();
+        }
         // One round: every coroutine yields once. Warm up and calibrate.
         let round = |rounds: u64| {
             let start = Instant::now();

@@ -25,9 +25,11 @@
 //!
 //! Every 61st pick (Go's number) first drains the inbox, fires due timers and
 //! takes a task from the global injector, so none of them starves. Otherwise:
-//! `run_next`, then `local` and `fresh` alternately (so started and fresh
-//! tasks both progress under a flood of spawns), then the inbox, timers, the
-//! injector, and stealing from the other workers.
+//! `run_next`, then `local` and `fresh` in turns (one pass over the started
+//! tasks, then as many fresh ones; so both progress under a flood of spawns,
+//! and the run queue stays in spawn order, which keeps switches friendly to
+//! the TLB), then the inbox, timers, the injector, and stealing from the
+//! other workers.
 //!
 //! # Idling without lost wakeups or busy waiting
 //!
@@ -115,8 +117,9 @@ pub(crate) struct Worker {
     tick: Cell<u32>,
     /// Whether shutdown has cancelled the tasks homed here.
     cancelled_all: Cell<bool>,
-    /// Whether `pop_ready` tries `fresh` before `local` next time.
-    fresh_turn: Cell<bool>,
+    /// Picks left in the current turn of `local` and of `fresh`.
+    local_left: Cell<usize>,
+    fresh_left: Cell<usize>,
     spinning: Cell<bool>,
 }
 
@@ -216,7 +219,8 @@ impl Worker {
             live: RefCell::new(Vec::new()),
             tick: Cell::new(0),
             cancelled_all: Cell::new(false),
-            fresh_turn: Cell::new(false),
+            local_left: Cell::new(0),
+            fresh_left: Cell::new(0),
             spinning: Cell::new(false),
         }
     }
@@ -315,25 +319,40 @@ impl Worker {
         Some(task)
     }
 
-    /// A started or fresh task, alternating between the two kinds. The turn
-    /// flips on every call, not with the tick: `run_next` picks advance the
-    /// tick too, and a rhythm of one `run_next` pick per `pop_ready` once
-    /// kept the tick's parity fixed and starved started tasks behind a fresh
-    /// backlog.
+    /// A started or fresh task. The two kinds take turns, so that both make
+    /// progress under a flood of spawns: a turn of `local` runs the started
+    /// tasks queued when it began (one pass), then a turn of `fresh` starts
+    /// as many new ones (at least one).
+    ///
+    /// Turns, not one of each alternately: alternating per pick merged each
+    /// round's newly started tasks between the old ones, which after a few
+    /// rounds left the run queue in a bit-reversed order of their stacks'
+    /// addresses; every switch then missed the TLB (≈ 450 ns per yield with
+    /// 10,000 runnable here, against ≈ 25 ns in address order). With turns,
+    /// newly started tasks join the queue in spawn order.
     fn pop_ready(&self) -> Option<Arc<Task>> {
         self.run_next_streak.set(0);
-        let fresh_first = !self.fresh_turn.get();
-        self.fresh_turn.set(fresh_first);
-        if !fresh_first {
-            self.local
-                .borrow_mut()
-                .pop_front()
-                .or_else(|| self.fresh.pop())
-        } else {
-            self.fresh
-                .pop()
-                .or_else(|| self.local.borrow_mut().pop_front())
+        for _ in 0..2 {
+            if self.local_left.get() > 0 {
+                self.local_left.set(self.local_left.get() - 1);
+                if let Some(task) = self.local.borrow_mut().pop_front() {
+                    return Some(task);
+                }
+                self.local_left.set(0);
+            }
+            if self.fresh_left.get() > 0 {
+                self.fresh_left.set(self.fresh_left.get() - 1);
+                if let Some(task) = self.fresh.pop() {
+                    return Some(task);
+                }
+                self.fresh_left.set(0);
+            }
+            // Both turns are over: begin the next pair.
+            let started = self.local.borrow().len();
+            self.local_left.set(started);
+            self.fresh_left.set(started.max(1));
         }
+        None
     }
 
     /// The slow path: inbox, timers, the global queue, stealing; then spin,
