@@ -37,7 +37,11 @@
 //! `StackPool` keeps released stacks for reuse, so creating a coroutine
 //! normally costs no system call. Each thread keeps one per stack size it has
 //! used (`acquire` / `release`), so a worker reuses the stacks of the
-//! coroutines that finished on it.
+//! coroutines that finished on it. Behind them, a process-wide shared pool
+//! takes the surplus of full thread pools and refills empty ones in batches
+//! (a stack is taken where a coroutine is spawned and given back where it
+//! ran, which need not be the same thread). A thread's own pool is unmapped
+//! when the thread exits, so dropping a runtime returns its workers' stacks.
 
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::BTreeMap;
@@ -46,7 +50,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::ptr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Once, RwLock};
+use std::sync::{Mutex, Once, RwLock};
 
 use memmap2::{MmapMut, MmapOptions};
 
@@ -348,18 +352,54 @@ thread_local! {
     static THREAD_POOLS: RefCell<Vec<StackPool>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A stack of `size` usable bytes from the current thread's pool for that
-/// size, or freshly mapped.
+/// Stacks a thread takes from the shared pool at once when its own is empty.
+const SHARED_BATCH: usize = 64;
+
+/// Stacks of one size the process-wide shared pool keeps.
+pub const SHARED_POOL_CAPACITY: usize = 4096;
+
+/// The second level: stacks that threads with full pools handed over, for
+/// threads with empty ones. A coroutine's stack is taken on the thread that
+/// spawns it and given back on the worker that ran it; without this level a
+/// thread that only spawns (a plain thread, or a worker whose coroutines get
+/// stolen) would map a new stack for almost every spawn.
+static SHARED_POOLS: Mutex<Vec<StackPool>> = Mutex::new(Vec::new());
+
+fn shared_pools() -> std::sync::MutexGuard<'static, Vec<StackPool>> {
+    SHARED_POOLS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The pool for `size` in `pools`, created if there is room for one more.
+fn pool_for(pools: &mut Vec<StackPool>, size: usize, capacity: usize) -> Option<&mut StackPool> {
+    match pools.iter().position(|p| p.pooled_size() == size) {
+        Some(index) => Some(&mut pools[index]),
+        None if pools.len() < THREAD_POOL_SIZES => {
+            pools.push(StackPool {
+                size,
+                capacity,
+                free: Vec::new(),
+            });
+            pools.last_mut()
+        }
+        None => None,
+    }
+}
+
+/// A stack of `size` usable bytes: from the current thread's pool for that
+/// size, else a batch from the shared pool, else freshly mapped.
 pub(crate) fn acquire(size: usize) -> io::Result<Stack> {
     let wanted = usable_size(size);
     let pooled = THREAD_POOLS
         .try_with(|pools| {
             let mut pools = pools.try_borrow_mut().ok()?;
-            pools
-                .iter_mut()
-                .find(|p| p.pooled_size() == wanted)?
-                .free
-                .pop()
+            let local = pool_for(&mut pools, wanted, THREAD_POOL_CAPACITY)?;
+            if local.free.is_empty() {
+                let mut shared = shared_pools();
+                let from = shared.iter_mut().find(|p| p.pooled_size() == wanted)?;
+                let keep = from.free.len().saturating_sub(SHARED_BATCH);
+                local.free.extend(from.free.drain(keep..));
+            }
+            local.free.pop()
         })
         .ok()
         .flatten();
@@ -369,8 +409,9 @@ pub(crate) fn acquire(size: usize) -> io::Result<Stack> {
     }
 }
 
-/// Returns a stack to the current thread's pool for its size (unmapping it
-/// when that pool is full, or during thread exit).
+/// Returns a stack to the current thread's pool for its size. A full pool
+/// hands half its stacks to the shared pool first; what neither keeps is
+/// unmapped, as is everything during thread exit.
 pub(crate) fn release(stack: Stack) {
     let mut stack = Some(stack);
     let _ = THREAD_POOLS.try_with(|pools| {
@@ -378,20 +419,20 @@ pub(crate) fn release(stack: Stack) {
             return;
         };
         let size = stack.as_ref().map_or(0, Stack::size);
-        let index = match pools.iter().position(|p| p.pooled_size() == size) {
-            Some(index) => index,
-            None if pools.len() < THREAD_POOL_SIZES => {
-                pools.push(StackPool {
-                    size,
-                    capacity: THREAD_POOL_CAPACITY,
-                    free: Vec::new(),
-                });
-                pools.len() - 1
-            }
-            None => return,
+        let Some(local) = pool_for(&mut pools, size, THREAD_POOL_CAPACITY) else {
+            return;
         };
+        if local.free.len() >= local.capacity {
+            let half = local.free.len() / 2;
+            let mut shared = shared_pools();
+            if let Some(to) = pool_for(&mut shared, size, SHARED_POOL_CAPACITY) {
+                let room = to.capacity.saturating_sub(to.free.len()).min(half);
+                let from = local.free.len() - room;
+                to.free.extend(local.free.drain(from..));
+            }
+        }
         if let Some(stack) = stack.take() {
-            pools[index].put(stack);
+            local.put(stack);
         }
     });
 }

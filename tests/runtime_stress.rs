@@ -68,9 +68,8 @@ fn mix(i: u64) -> u64 {
 #[test]
 fn million_coroutines_spawned_and_joined_in_batches() {
     const TOTAL: u64 = 1_000_000;
-    // Up to the capacity of a thread's stack pool (1,024): every stack is then
-    // reused. Bigger batches, or spawns from a plain thread, map a fresh
-    // stack for almost every coroutine (~20 µs each here in a debug build).
+    // Within the capacity of a thread's stack pool (1,024), so that every
+    // stack is reused from the worker's own pool.
     const BATCH: u64 = 1_000;
     let (checked, elapsed) = watchdog(
         "million_coroutines_spawned_and_joined_in_batches",

@@ -109,7 +109,8 @@ fn released_stacks_are_reused_without_new_mappings() {
     );
     let warm = stack::stats();
 
-    // The thread's pool keeps at most THREAD_POOL_CAPACITY stacks.
+    // The thread's pool keeps at most THREAD_POOL_CAPACITY stacks; a full
+    // pool hands half to the process-wide shared pool instead of unmapping.
     let count = stack::THREAD_POOL_CAPACITY + 6;
     let many: Vec<Coroutine<(), (), ()>> = (0..count).map(|_| Coroutine::new(|_, ()| ())).collect();
     let (created, released) = delta(warm, stack::stats());
@@ -121,20 +122,34 @@ fn released_stacks_are_reused_without_new_mappings() {
     drop(many);
     assert_eq!(
         delta(warm, stack::stats()),
-        (created, 6),
-        "all but THREAD_POOL_CAPACITY stacks are unmapped"
+        (created, 0),
+        "the surplus of a full pool goes to the shared pool, not back to the kernel"
     );
     let warm = stack::stats();
-    let again: Vec<Coroutine<(), (), ()>> = (0..stack::THREAD_POOL_CAPACITY)
-        .map(|_| Coroutine::new(|_, ()| ()))
-        .collect();
+    let again: Vec<Coroutine<(), (), ()>> =
+        (0..count).map(|_| Coroutine::new(|_, ()| ())).collect();
     assert_eq!(
         stack::stats(),
         warm,
-        "a full pool serves that many coroutines"
+        "the thread's pool and the shared pool serve all of them again"
     );
     drop(again);
     assert_eq!(stack::stats(), warm);
+
+    // Another thread, whose own pool is empty, is served by the shared pool.
+    let shared_served = std::thread::spawn(|| {
+        let before = stack::stats();
+        let mut co: Coroutine<(), (), u8> = Coroutine::new(|_, ()| 7);
+        assert_eq!(co.resume(()), CoroutineResult::Return(7));
+        stack::stats().mappings_created - before.mappings_created
+    })
+    .join()
+    .expect("the other thread");
+    assert_eq!(
+        shared_served, 0,
+        "no new mapping on a thread with an empty pool"
+    );
+    let warm = stack::stats();
 
     // A StackPool of its own: same rules.
     let mut pool = StackPool::new(DEFAULT_STACK_SIZE, 2);
