@@ -202,3 +202,39 @@ fn rss_kib() -> u64 {
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
     pages * page / 1024
 }
+
+/// The same rotation without a scheduler: `count` raw coroutines resumed in
+/// turn, in the order they were created; ns per resume + suspend. What is
+/// left of the cost at large `count` here is the memory system's (each stack
+/// is its own page, so each switch needs another TLB entry), not the
+/// scheduler's.
+pub fn raw_round_robin(count: usize, reps: usize, batch: Duration) -> f64 {
+    use fibra::coroutine::{Coroutine, CoroutineResult};
+    let mut coroutines: Vec<Coroutine<(), (), ()>> = (0..count)
+        .map(|_| {
+            Coroutine::new(|yielder, ()| {
+                loop {
+                    yielder.suspend(())
+                }
+            })
+        })
+        .collect();
+    let mut round = |rounds: u64| {
+        let start = Instant::now();
+        for _ in 0..rounds {
+            for coroutine in coroutines.iter_mut() {
+                match coroutine.resume(()) {
+                    CoroutineResult::Yield(()) => {}
+                    CoroutineResult::Return(()) => unreachable!(),
+                }
+            }
+        }
+        start.elapsed().as_nanos() as f64 / (rounds as f64 * count as f64)
+    };
+    round(2);
+    let per_round_ns = round(3) * count as f64;
+    let rounds = ((batch.as_nanos() as f64 / per_round_ns) as u64).max(2);
+    let mut samples: Vec<f64> = (0..reps).map(|_| round(rounds)).collect();
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
