@@ -12,7 +12,9 @@
 //! - the N:M scheduler (`runtime`): [`spawn`], [`Builder`], [`JoinHandle`],
 //!   [`park`], [`sleep`], [`yield_now`], [`current`], and [`Runtime`] — one
 //!   worker thread per CPU, work stealing of coroutines that have not started,
-//!   timers, cancellation.
+//!   timers, cancellation;
+//! - [`blocking`] — syscall threads: `unblock(f)` runs blocking work off the
+//!   workers while the calling coroutine is parked.
 //!
 //! ```
 //! let handles: Vec<_> = (0..1000u64).map(|i| fibra::spawn(move || i * 2)).collect();
@@ -29,6 +31,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod arch;
+pub mod blocking;
 pub mod coroutine;
 mod runtime;
 pub mod stack;

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread;
 
 use super::task::{Cancelled, Task};
-use super::{Coroutine, park_waiting};
+use super::{Coroutine, park_waiting, park_waiting_uncancelled};
 
 const EMPTY: u8 = 0;
 const WAITING: u8 = 1;
@@ -55,6 +55,29 @@ impl<T> JoinCell<T> {
 
     fn is_done(&self) -> bool {
         self.state.load(Ordering::Acquire) == DONE
+    }
+
+    /// Waits for the result (parking a coroutine, blocking a thread) and
+    /// takes it. With `uncancelled`, a cancellation of the waiting coroutine
+    /// takes effect only once the result is there.
+    pub fn wait(&self, uncancelled: bool) -> Outcome<T> {
+        if !self.is_done() {
+            // SAFETY: there is one waiter per cell, and it writes before
+            // publishing WAITING; the sender reads it only after seeing WAITING.
+            unsafe { *self.joiner.get() = Some(super::current()) };
+            if self
+                .state
+                .compare_exchange(EMPTY, WAITING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                if uncancelled {
+                    park_waiting_uncancelled(|| self.is_done());
+                } else {
+                    park_waiting(|| self.is_done());
+                }
+            }
+        }
+        self.take()
     }
 
     /// Takes the result; only after `is_done`.
@@ -114,20 +137,7 @@ impl<T> JoinHandle<T> {
     /// payload (or `Cancelled`) comes back as `Err`. Parks the calling
     /// coroutine, or blocks the calling OS thread.
     pub fn join(self) -> thread::Result<T> {
-        let cell = &*self.cell;
-        if !cell.is_done() {
-            // SAFETY: we are the only joiner and write before publishing
-            // WAITING; the sender reads it only after seeing WAITING.
-            unsafe { *cell.joiner.get() = Some(super::current()) };
-            if cell
-                .state
-                .compare_exchange(EMPTY, WAITING, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                park_waiting(|| cell.is_done());
-            }
-        }
-        cell.take()
+        self.cell.wait(false)
     }
 
     /// Asks the coroutine to stop: if parked it is woken, and it unwinds from

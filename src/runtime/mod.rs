@@ -45,7 +45,7 @@ use crate::stack::{self, DEFAULT_STACK_SIZE};
 pub use join::JoinHandle;
 pub use task::Cancelled;
 
-use join::{JoinCell, ResultSender};
+pub(crate) use join::{JoinCell, ResultSender};
 use task::{NOTIFIED, PARKED, RUNNING, Suspend, Task, TaskYielder};
 use worker::{WorkerShared, current_task, current_worker};
 
@@ -58,6 +58,9 @@ pub(crate) struct Shared {
     n_spinning: AtomicUsize,
     shutdown: AtomicBool,
     stack_size: usize,
+    /// The syscall threads of `fibra::blocking` (a layer above this one,
+    /// owned here so that each runtime has its own pool and knobs).
+    blocking: Arc<crate::blocking::Pool>,
 }
 
 // ---------------------------------------------------------------------------
@@ -76,6 +79,8 @@ pub struct RuntimeBuilder {
     workers: Option<usize>,
     stack_size: usize,
     thread_name: String,
+    max_blocking_threads: usize,
+    blocking_idle_timeout: Duration,
 }
 
 impl RuntimeBuilder {
@@ -89,6 +94,20 @@ impl RuntimeBuilder {
     /// Default usable stack bytes of the coroutines this runtime spawns.
     pub fn stack_size(mut self, bytes: usize) -> RuntimeBuilder {
         self.stack_size = bytes;
+        self
+    }
+
+    /// Cap on the syscall threads that run `fibra::blocking::unblock` jobs
+    /// (default `blocking::DEFAULT_MAX_BLOCKING_THREADS`); more jobs queue.
+    pub fn max_blocking_threads(mut self, n: usize) -> RuntimeBuilder {
+        self.max_blocking_threads = n.max(1);
+        self
+    }
+
+    /// How long an idle syscall thread waits for a job before it exits
+    /// (default `blocking::DEFAULT_BLOCKING_IDLE_TIMEOUT`).
+    pub fn blocking_idle_timeout(mut self, timeout: Duration) -> RuntimeBuilder {
+        self.blocking_idle_timeout = timeout;
         self
     }
 
@@ -114,6 +133,11 @@ impl RuntimeBuilder {
             n_spinning: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             stack_size: self.stack_size,
+            blocking: Arc::new(crate::blocking::Pool::new(
+                self.max_blocking_threads,
+                self.blocking_idle_timeout,
+                format!("{}-blocking", self.thread_name),
+            )),
         });
         let mut runtime = Runtime {
             shared: Arc::clone(&shared),
@@ -144,6 +168,8 @@ impl Runtime {
             workers: None,
             stack_size: DEFAULT_STACK_SIZE,
             thread_name: "fibra-worker".into(),
+            max_blocking_threads: crate::blocking::DEFAULT_MAX_BLOCKING_THREADS,
+            blocking_idle_timeout: crate::blocking::DEFAULT_BLOCKING_IDLE_TIMEOUT,
         }
     }
 
@@ -155,6 +181,11 @@ impl Runtime {
     /// Number of worker threads.
     pub fn workers(&self) -> usize {
         self.shared.workers.len()
+    }
+
+    /// The state of this runtime's syscall threads (`fibra::blocking`).
+    pub fn blocking_stats(&self) -> crate::blocking::BlockingStats {
+        self.shared.blocking.stats()
     }
 
     /// Spawns a coroutine on this runtime.
@@ -200,6 +231,7 @@ impl Drop for Runtime {
             }
         }
         worker::drain_unstarted(&self.shared.injector);
+        self.shared.blocking.shut_down();
     }
 }
 
@@ -218,6 +250,12 @@ fn default_runtime() -> &'static Runtime {
     DEFAULT.get_or_init(|| {
         Runtime::new().unwrap_or_else(|e| panic!("fibra: cannot start the default runtime: {e}"))
     })
+}
+
+/// The syscall-thread pool of the calling coroutine's runtime; None on a
+/// thread that is not a worker.
+pub(crate) fn current_blocking_pool() -> Option<Arc<crate::blocking::Pool>> {
+    current_worker().map(|worker| Arc::clone(&worker.shared.blocking))
 }
 
 /// The runtime of the calling coroutine, or the default one.
@@ -389,6 +427,13 @@ fn unwind_cancelled(task: &Task) {
 #[inline(always)]
 fn park_task_untimed(task: &Task) {
     check_cancelled(task);
+    park_task_raw(task);
+    check_cancelled(task);
+}
+
+/// The park itself, with no cancellation point.
+#[inline(always)]
+fn park_task_raw(task: &Task) {
     if task
         .state
         .compare_exchange(RUNNING, PARKED, Ordering::AcqRel, Ordering::Acquire)
@@ -399,7 +444,6 @@ fn park_task_untimed(task: &Task) {
         // A token (NOTIFIED) was waiting: consume it.
         task.state.store(RUNNING, Ordering::Release);
     }
-    check_cancelled(task);
 }
 
 /// Parks the running task until unparked or `deadline`; true if it timed out.
@@ -454,6 +498,25 @@ fn park_task(task: &Task, deadline: Option<Instant>) -> bool {
 pub(crate) fn park_waiting(done: impl Fn() -> bool) {
     while !done() {
         park();
+    }
+}
+
+/// As `park_waiting`, but a cancellation takes effect only once `done()`
+/// holds: for waits whose other side must finish first (a job on a syscall
+/// thread that still holds the coroutine's data).
+pub(crate) fn park_waiting_uncancelled(done: impl Fn() -> bool) {
+    match current_task() {
+        Some(task) => {
+            while !done() {
+                park_task_raw(task);
+            }
+            check_cancelled(task);
+        }
+        None => {
+            while !done() {
+                thread::park();
+            }
+        }
     }
 }
 
