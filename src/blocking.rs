@@ -218,14 +218,70 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
+    unblock_scoped(f)
+}
+
+/// A job of `unblock_scoped`: `f` is always gone (run or dropped) before
+/// its sender reports, so the waiter cannot return while `f`'s borrows live.
+struct ScopedJob<F, T> {
+    f: Option<F>,
+    sender: Option<ResultSender<T>>,
+}
+
+impl<F: FnOnce() -> T, T> ScopedJob<F, T> {
+    fn run(mut self) {
+        let f = self.f.take().expect("a job runs once");
+        let outcome = catch_unwind(AssertUnwindSafe(f));
+        if let Some(sender) = self.sender.take() {
+            sender.send(outcome);
+        }
+    }
+}
+
+impl<F, T> Drop for ScopedJob<F, T> {
+    fn drop(&mut self) {
+        // Unrun (its pool gone): drop the closure first, then report.
+        drop(self.f.take());
+        drop(self.sender.take());
+    }
+}
+
+/// As `unblock`, but `f` may borrow from the caller (a buffer to read into,
+/// a path), as with `std::thread::scope`.
+///
+/// Sound because this function neither returns nor unwinds before the job
+/// has finished or been dropped: the caller waits for the result without a
+/// cancellation point (`wait(true)`), a panic in `f` is caught on the
+/// syscall thread and carried back, and a job dropped unrun (its pool gone)
+/// is dropped before its `ResultSender` reports it (`ScopedJob`). A
+/// cancelled caller takes the result before it unwinds, so the result too
+/// is dropped in the caller's frame. Every borrow `f` or its result holds
+/// thus ends before the caller's frame can.
+///
+/// ```
+/// let mut buf = [0u8; 4];
+/// let n = fibra::blocking::unblock_scoped(|| std::io::Read::read(&mut &b"data"[..], &mut buf)).unwrap();
+/// assert_eq!(&buf[..n], b"data");
+/// ```
+pub fn unblock_scoped<'a, F, T>(f: F) -> T
+where
+    F: FnOnce() -> T + Send + 'a,
+    T: Send + 'a,
+{
     let Some(pool) = current_blocking_pool() else {
         return f();
     };
-    let cell = Arc::new(JoinCell::new());
-    let sender = ResultSender::new(Arc::clone(&cell));
-    pool.submit(Box::new(move || {
-        sender.send(catch_unwind(AssertUnwindSafe(f)))
-    }));
+    let cell: Arc<JoinCell<T>> = Arc::new(JoinCell::new());
+    let scoped = ScopedJob {
+        f: Some(f),
+        sender: Some(ResultSender::new(Arc::clone(&cell))),
+    };
+    let job: Box<dyn FnOnce() + Send + 'a> = Box::new(move || scoped.run());
+    // SAFETY: only the lifetime changes. The job (and every borrow in it)
+    // is finished or dropped before `cell.wait(true)` returns, and nothing
+    // here can return or unwind before that (see the function docs).
+    let job: Job = unsafe { std::mem::transmute::<Box<dyn FnOnce() + Send + 'a>, Job>(job) };
+    pool.submit(job);
     match cell.wait(true) {
         Ok(value) => value,
         Err(payload) => resume_unwind(payload),

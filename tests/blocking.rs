@@ -1,7 +1,8 @@
 //! The syscall-thread pool behind `fibra::blocking::unblock`: jobs run off
 //! the workers while the worker keeps running other coroutines; panics come
 //! back; the thread cap holds under a burst; idle threads exit and do not
-//! spin; a cancelled waiter unwinds only after its job has returned.
+//! spin; a cancelled waiter unwinds only after its job has returned; the
+//! scoped variant lends the caller's data to the syscall thread.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -220,4 +221,23 @@ fn pool_cpu_time(prefix: &str) -> Duration {
         ticks += fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     }
     Duration::from_millis(ticks * 10)
+}
+
+#[test]
+fn unblock_scoped_lends_the_callers_buffer_to_a_syscall_thread() {
+    let rt = runtime(1);
+    let (ran_elsewhere, filled) = rt.block_on(|| {
+        let worker = thread::current().id();
+        let mut buf = vec![0u8; 1 << 16];
+        let ran_elsewhere = fibra::blocking::unblock_scoped(|| {
+            for (i, byte) in buf.iter_mut().enumerate() {
+                *byte = i as u8;
+            }
+            thread::current().id() != worker
+        });
+        let filled = buf.iter().enumerate().all(|(i, byte)| *byte == i as u8);
+        (ran_elsewhere, filled)
+    });
+    assert!(ran_elsewhere, "the job ran on a syscall thread");
+    assert!(filled, "the job wrote into the caller's buffer");
 }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread;
 
 use super::task::{Cancelled, Task};
-use super::{Coroutine, park_waiting, park_waiting_uncancelled};
+use super::{Coroutine, cancellation_point, park_waiting, park_waiting_uncancelled};
 
 const EMPTY: u8 = 0;
 const WAITING: u8 = 1;
@@ -59,7 +59,10 @@ impl<T> JoinCell<T> {
 
     /// Waits for the result (parking a coroutine, blocking a thread) and
     /// takes it. With `uncancelled`, a cancellation of the waiting coroutine
-    /// takes effect only once the result is there.
+    /// takes effect only once the result is there and taken: it is then
+    /// dropped in the waiter's frame, never on the sender's thread later
+    /// (`unblock_scoped` relies on that: the result may borrow the waiter's
+    /// data).
     pub fn wait(&self, uncancelled: bool) -> Outcome<T> {
         if !self.is_done() {
             // SAFETY: there is one waiter per cell, and it writes before
@@ -72,9 +75,11 @@ impl<T> JoinCell<T> {
             {
                 if uncancelled {
                     park_waiting_uncancelled(|| self.is_done());
-                } else {
-                    park_waiting(|| self.is_done());
+                    let outcome = self.take();
+                    cancellation_point();
+                    return outcome;
                 }
+                park_waiting(|| self.is_done());
             }
         }
         self.take()

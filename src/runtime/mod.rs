@@ -501,22 +501,29 @@ pub(crate) fn park_waiting(done: impl Fn() -> bool) {
     }
 }
 
-/// As `park_waiting`, but a cancellation takes effect only once `done()`
-/// holds: for waits whose other side must finish first (a job on a syscall
-/// thread that still holds the coroutine's data).
+/// As `park_waiting`, but with no cancellation point: for waits whose other
+/// side must finish first (a job on a syscall thread that may borrow the
+/// coroutine's data). The caller takes what it waited for, then calls
+/// `cancellation_point`.
 pub(crate) fn park_waiting_uncancelled(done: impl Fn() -> bool) {
     match current_task() {
         Some(task) => {
             while !done() {
                 park_task_raw(task);
             }
-            check_cancelled(task);
         }
         None => {
             while !done() {
                 thread::park();
             }
         }
+    }
+}
+
+/// Unwinds the calling coroutine here if it has been cancelled.
+pub(crate) fn cancellation_point() {
+    if let Some(task) = current_task() {
+        check_cancelled(task);
     }
 }
 
