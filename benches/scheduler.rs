@@ -13,8 +13,12 @@
 //!
 //! Run pinned to one CPU: `taskset -c 1 cargo bench --bench scheduler`.
 
+// The fibra workloads are the ones `examples/switch_cost` measures.
+#[path = "../examples/switch_cost/workloads.rs"]
+mod workloads;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -63,23 +67,7 @@ fn bench_yield(c: &mut Criterion) {
     let mut group = c.benchmark_group("yield");
     let rt = one_worker();
     group.bench_function("fibra_2_coroutines_1_worker", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(move || {
-                let partner = fibra::spawn(move || {
-                    for _ in 0..iters {
-                        fibra::yield_now();
-                    }
-                });
-                let start = Instant::now();
-                for _ in 0..iters {
-                    fibra::yield_now();
-                }
-                let elapsed = start.elapsed();
-                partner.join().expect("partner");
-                // Each loop turn is two yields (ours and the partner's).
-                elapsed / 2
-            })
-        })
+        b.iter_custom(|iters| rt.block_on(move || workloads::yield_pair(iters)))
     });
     group.bench_function("os_threads_sched_yield_1_cpu", |b| {
         b.iter_custom(|iters| {
@@ -109,15 +97,7 @@ fn bench_spawn_join(c: &mut Criterion) {
     let mut group = c.benchmark_group("spawn_join");
     let rt = one_worker();
     group.bench_function("fibra_empty_coroutine", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(move || {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    fibra::spawn(|| ()).join().expect("join");
-                }
-                start.elapsed()
-            })
-        })
+        b.iter_custom(|iters| rt.block_on(move || workloads::spawn_join(iters)))
     });
     group.bench_function("os_thread", |b| {
         b.iter(|| thread::spawn(|| ()).join().expect("join"))
@@ -129,34 +109,7 @@ fn bench_park_unpark(c: &mut Criterion) {
     let mut group = c.benchmark_group("park_unpark");
     let rt = one_worker();
     group.bench_function("fibra_ping_pong_round_trip", |b| {
-        b.iter_custom(|iters| {
-            rt.block_on(move || {
-                let turn = Arc::new(AtomicU64::new(0));
-                let me = fibra::current();
-                let partner_turn = Arc::clone(&turn);
-                let partner = fibra::spawn(move || {
-                    for i in 0..iters {
-                        while partner_turn.load(Ordering::Acquire) != 2 * i + 1 {
-                            fibra::park();
-                        }
-                        partner_turn.store(2 * i + 2, Ordering::Release);
-                        me.unpark();
-                    }
-                });
-                let other = partner.coroutine();
-                let start = Instant::now();
-                for i in 0..iters {
-                    turn.store(2 * i + 1, Ordering::Release);
-                    other.unpark();
-                    while turn.load(Ordering::Acquire) != 2 * i + 2 {
-                        fibra::park();
-                    }
-                }
-                let elapsed = start.elapsed();
-                partner.join().expect("partner");
-                elapsed
-            })
-        })
+        b.iter_custom(|iters| rt.block_on(move || workloads::park_unpark(iters)))
     });
     group.bench_function("os_threads_ping_pong_round_trip_1_cpu", |b| {
         b.iter_custom(|iters| {
@@ -205,35 +158,14 @@ fn bench_yield_flat(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(runnable), &runnable, |b, &n| {
             b.iter_custom(|iters| {
                 rt.block_on(move || {
-                    let stop = Arc::new(AtomicBool::new(false));
-                    let started = Arc::new(AtomicU64::new(0));
-                    let others: Vec<_> = (0..n - 1)
-                        .map(|_| {
-                            let stop = Arc::clone(&stop);
-                            let started = Arc::clone(&started);
-                            fibra::spawn(move || {
-                                started.fetch_add(1, Ordering::Relaxed);
-                                while !stop.load(Ordering::Relaxed) {
-                                    fibra::yield_now();
-                                }
-                            })
-                        })
-                        .collect();
-                    // Time only full rounds: wait until every coroutine has
-                    // started (fresh and started ones take turns).
-                    while started.load(Ordering::Relaxed) < (n - 1) as u64 {
-                        fibra::yield_now();
-                    }
                     let rounds = (iters / n as u64).max(1);
-                    let start = Instant::now();
-                    for _ in 0..rounds {
-                        fibra::yield_now();
-                    }
-                    let elapsed = start.elapsed();
-                    stop.store(true, Ordering::Relaxed);
-                    for other in others {
-                        other.join().expect("join");
-                    }
+                    let elapsed = workloads::with_runnable(n, || {
+                        let start = Instant::now();
+                        for _ in 0..rounds {
+                            fibra::yield_now();
+                        }
+                        start.elapsed()
+                    });
                     // Each round is one yield by each of the n coroutines.
                     elapsed.mul_f64(iters as f64 / (rounds * n as u64) as f64)
                 })

@@ -437,11 +437,12 @@ where
     unsafe { arch::switch_out_final(out.as_ptr() as usize, parent_slot) }
 }
 
-/// Configures a coroutine's name and stack size.
+/// Configures a coroutine's name and stack size. (The scheduler's
+/// `fibra::Builder` carries one of these.)
 #[derive(Debug, Default, Clone)]
 pub struct Builder {
-    name: Option<String>,
-    stack_size: Option<usize>,
+    pub(crate) name: Option<String>,
+    pub(crate) stack_size: Option<usize>,
 }
 
 impl Builder {

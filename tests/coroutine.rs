@@ -3,7 +3,8 @@
 //! many live coroutines, stack use, `Builder` options and backtraces taken on a
 //! coroutine stack.
 
-use std::any::Any;
+mod common;
+
 use std::backtrace::Backtrace;
 use std::cell::{Cell, RefCell};
 use std::hint::black_box;
@@ -11,6 +12,7 @@ use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind, panic_any};
 use std::rc::Rc;
 
+use common::panic_message;
 use fibra::coroutine::{Builder, Coroutine, CoroutineResult, Yielder};
 use fibra::stack::{DEFAULT_STACK_SIZE, MIN_STACK_SIZE};
 
@@ -29,17 +31,6 @@ struct Logged(&'static str, Rc<RefCell<Vec<&'static str>>>);
 impl Drop for Logged {
     fn drop(&mut self) {
         self.1.borrow_mut().push(self.0);
-    }
-}
-
-/// The text of a panic payload made by `panic!`/`assert!`.
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        panic!("panic payload is neither &str nor String")
     }
 }
 

@@ -3,80 +3,20 @@
 //! and ids, park/unpark tokens and timeouts, sleep accuracy, yielding, the same
 //! calls made from a plain OS thread, and per-coroutine stack sizes.
 
-use std::any::Any;
+mod common;
+
 use std::hint::black_box;
-use std::panic::{AssertUnwindSafe, catch_unwind, panic_any, resume_unwind};
+use std::panic::{AssertUnwindSafe, catch_unwind, panic_any};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{DropCounter, WATCHDOG, panic_text, runtime, thread_name, watchdog};
 use fibra::{Builder, Cancelled, Runtime};
 
-/// Generous limit for anything that could hang (a lost wakeup, a stuck join).
-const WATCHDOG: Duration = Duration::from_secs(30);
-
-/// Runs `body` on its own OS thread and returns its value; fails the test with
-/// a clear message instead of hanging if it has not finished within `limit`.
-fn watchdog<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    body: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    let worker = thread::Builder::new()
-        .name(format!("watchdog-{what}"))
-        .spawn(move || {
-            let _ = tx.send(body());
-        })
-        .expect("spawn the watchdog's thread");
-    match rx.recv_timeout(limit) {
-        Ok(value) => {
-            worker.join().expect("the body has returned");
-            value
-        }
-        Err(RecvTimeoutError::Timeout) => {
-            panic!("{what}: still running after {limit:?}; it hangs (lost wakeup or stuck join?)")
-        }
-        Err(RecvTimeoutError::Disconnected) => match worker.join() {
-            Err(payload) => resume_unwind(payload),
-            Ok(()) => unreachable!("the body returned without sending its value"),
-        },
-    }
-}
-
-/// A runtime with `workers` workers whose threads are named `<prefix>-<i>`.
-fn runtime(workers: usize, prefix: &str) -> Runtime {
-    Runtime::builder()
-        .workers(workers)
-        .thread_name(prefix)
-        .build()
-        .expect("start the runtime")
-}
-
-/// Adds one to a shared counter when dropped.
-struct DropCounter(Arc<AtomicUsize>);
-
-impl Drop for DropCounter {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// The text of a panic payload made by `panic!`.
-fn panic_text(payload: &(dyn Any + Send)) -> Option<&str> {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-}
-
-/// The name of the OS thread running the caller.
-fn thread_name() -> String {
-    thread::current().name().unwrap_or("<unnamed>").to_string()
-}
-
+/// The median of `samples`.
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]

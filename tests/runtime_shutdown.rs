@@ -3,64 +3,16 @@
 //! one must be cancelled and unwound (destructors run, `join` reports
 //! `Cancelled`), never-started ones must not run, and the drop must return.
 
-use std::panic::resume_unwind;
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{DropCounter, WATCHDOG, runtime, watchdog};
 use fibra::{Cancelled, JoinHandle, Runtime};
-
-/// Generous limit for anything that could hang (a stuck shutdown).
-const WATCHDOG: Duration = Duration::from_secs(30);
-
-/// Runs `body` on its own OS thread and returns its value; fails the test with
-/// a clear message instead of hanging if it has not finished within `limit`.
-fn watchdog<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    body: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    let worker = thread::Builder::new()
-        .name(format!("watchdog-{what}"))
-        .spawn(move || {
-            let _ = tx.send(body());
-        })
-        .expect("spawn the watchdog's thread");
-    match rx.recv_timeout(limit) {
-        Ok(value) => {
-            worker.join().expect("the body has returned");
-            value
-        }
-        Err(RecvTimeoutError::Timeout) => {
-            panic!("{what}: still running after {limit:?}; the runtime's drop hangs")
-        }
-        Err(RecvTimeoutError::Disconnected) => match worker.join() {
-            Err(payload) => resume_unwind(payload),
-            Ok(()) => unreachable!("the body returned without sending its value"),
-        },
-    }
-}
-
-/// A runtime with `workers` workers whose threads are named `<prefix>-<i>`.
-fn runtime(workers: usize, prefix: &str) -> Runtime {
-    Runtime::builder()
-        .workers(workers)
-        .thread_name(prefix)
-        .build()
-        .expect("start the runtime")
-}
-
-/// Adds one to a shared counter when dropped.
-struct DropCounter(Arc<AtomicUsize>);
-
-impl Drop for DropCounter {
-    fn drop(&mut self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
 
 /// Asserts that every handle's join reports `Cancelled`.
 fn assert_all_cancelled<T>(what: &str, handles: Vec<JoinHandle<T>>) {

@@ -3,40 +3,13 @@
 //! Alone in its own test binary because it checks the process-wide counters of
 //! `fibra::stack::stats()` exactly, which any other test could move.
 
-use std::panic::resume_unwind;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::thread;
+mod common;
+
 use std::time::Duration;
 
+use common::watchdog;
 use fibra::Runtime;
 use fibra::stack::stats;
-
-/// Runs `body` on its own OS thread and returns its value; fails the test with
-/// a clear message instead of hanging if it has not finished within `limit`.
-fn watchdog<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    body: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    let worker = thread::Builder::new()
-        .name(format!("watchdog-{what}"))
-        .spawn(move || {
-            let _ = tx.send(body());
-        })
-        .expect("spawn the watchdog's thread");
-    match rx.recv_timeout(limit) {
-        Ok(value) => {
-            worker.join().expect("the body has returned");
-            value
-        }
-        Err(RecvTimeoutError::Timeout) => panic!("{what}: still running after {limit:?}"),
-        Err(RecvTimeoutError::Disconnected) => match worker.join() {
-            Err(payload) => resume_unwind(payload),
-            Ok(()) => unreachable!("the body returned without sending its value"),
-        },
-    }
-}
 
 #[test]
 fn dropping_runtime_unmaps_pooled_stacks_of_finished_coroutines() {

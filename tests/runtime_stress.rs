@@ -3,61 +3,15 @@
 //! unstarted coroutines, no lost wakeups in a token ring spanning coroutines
 //! and OS threads, and fairness between started and fresh coroutines.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
-use std::panic::resume_unwind;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fibra::Runtime;
-
-/// Generous limit for anything that could hang (a lost wakeup, a stuck join).
-const WATCHDOG: Duration = Duration::from_secs(30);
-
-/// Runs `body` on its own OS thread and returns its value; fails the test with
-/// a clear message instead of hanging if it has not finished within `limit`.
-fn watchdog<T: Send + 'static>(
-    what: &str,
-    limit: Duration,
-    body: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    let worker = thread::Builder::new()
-        .name(format!("watchdog-{what}"))
-        .spawn(move || {
-            let _ = tx.send(body());
-        })
-        .expect("spawn the watchdog's thread");
-    match rx.recv_timeout(limit) {
-        Ok(value) => {
-            worker.join().expect("the body has returned");
-            value
-        }
-        Err(RecvTimeoutError::Timeout) => {
-            panic!("{what}: still running after {limit:?}; it hangs (lost wakeup or stuck join?)")
-        }
-        Err(RecvTimeoutError::Disconnected) => match worker.join() {
-            Err(payload) => resume_unwind(payload),
-            Ok(()) => unreachable!("the body returned without sending its value"),
-        },
-    }
-}
-
-/// A runtime with `workers` workers whose threads are named `<prefix>-<i>`.
-fn runtime(workers: usize, prefix: &str) -> Runtime {
-    Runtime::builder()
-        .workers(workers)
-        .thread_name(prefix)
-        .build()
-        .expect("start the runtime")
-}
-
-/// The name of the OS thread running the caller.
-fn thread_name() -> String {
-    thread::current().name().unwrap_or("<unnamed>").to_string()
-}
+use common::{WATCHDOG, runtime, thread_name, watchdog};
 
 /// A value that differs for every input, so a result delivered to the wrong
 /// handle is caught.

@@ -3,14 +3,14 @@
 //! id, name and size before the process aborts, while other faults and
 //! ordinary thread stack overflows keep their usual outcome and message.
 
-use std::hint::black_box;
-use std::io::Read;
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::hint::black_box;
+use std::os::unix::process::ExitStatusExt;
+use std::thread;
+use std::time::Duration;
+
+use common::{ChildRun, ChildSetup, child_mode, report};
 use fibra::coroutine::{Builder, Coroutine, CoroutineResult, Yielder};
 use fibra::stack::Stack;
 
@@ -18,16 +18,11 @@ use fibra::stack::Stack;
 const SIGABRT: i32 = 6;
 const SIGSEGV: i32 = 11;
 
-/// Set in a child process to the scenario it must act out.
-const CHILD_ENV: &str = "FIBRA_TEST_CHILD";
-
-/// How long a child may run before the test kills it and fails.
-const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The scenario this process must act out, if it is a child.
-fn child_mode() -> Option<String> {
-    std::env::var(CHILD_ENV).ok()
-}
+/// How this file's children run: killed, failing the test, after 30 s.
+const CHILD: ChildSetup = ChildSetup {
+    timeout: Duration::from_secs(30),
+    env: &[],
+};
 
 // SAFETY: matches glibc's `int prctl(int option, ...)`.
 unsafe extern "C" {
@@ -44,104 +39,6 @@ fn disable_core_dumps() {
     // of ours.
     let rc = unsafe { prctl(PR_SET_DUMPABLE, 0u64) };
     assert_eq!(rc, 0, "prctl(PR_SET_DUMPABLE, 0) failed");
-}
-
-/// Prints a line the parent looks for (stdout is line-buffered, so it is
-/// written before any crash).
-fn report(line: &str) {
-    println!("\nFIBRA-CHILD {line}");
-}
-
-struct ChildRun {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl ChildRun {
-    /// The values of the `FIBRA-CHILD` lines the child printed.
-    fn reports(&self) -> Vec<&str> {
-        self.stdout
-            .lines()
-            .filter_map(|l| l.strip_prefix("FIBRA-CHILD "))
-            .collect()
-    }
-
-    /// The `key=value` the child reported for `key`.
-    fn reported(&self, key: &str) -> String {
-        self.reports()
-            .iter()
-            .flat_map(|r| r.split_whitespace())
-            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-            .unwrap_or_else(|| panic!("child did not report {key}; {self}"))
-            .to_string()
-    }
-}
-
-impl std::fmt::Display for ChildRun {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "child {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Re-runs this test binary for just `test_name` (even if it is ignored) with
-/// `CHILD_ENV=mode`, and collects its exit status and output. Fails if it runs
-/// past the timeout.
-fn run_child(test_name: &str, mode: &str) -> ChildRun {
-    let exe = std::env::current_exe().expect("path of the test binary");
-    let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            test_name,
-            "--nocapture",
-            "--test-threads=1",
-            "--include-ignored",
-        ])
-        .env(CHILD_ENV, mode)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the child test process");
-    // Drain both pipes on their own threads; both reach EOF when the child
-    // exits, which the channel reports without polling.
-    let (tx, rx) = mpsc::channel();
-    let pipes: [(usize, Box<dyn Read + Send>); 2] = [
-        (0, Box::new(child.stdout.take().expect("piped stdout"))),
-        (1, Box::new(child.stderr.take().expect("piped stderr"))),
-    ];
-    for (index, mut pipe) in pipes {
-        let tx = tx.clone();
-        thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            let _ = tx.send((index, String::from_utf8_lossy(&bytes).into_owned()));
-        });
-    }
-    drop(tx);
-    let deadline = Instant::now() + CHILD_TIMEOUT;
-    let mut outputs = [String::new(), String::new()];
-    for _ in 0..2 {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok((index, text)) => outputs[index] = text,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("child {mode} did not exit within {CHILD_TIMEOUT:?}");
-            }
-        }
-    }
-    let status = child.wait().expect("wait for the child");
-    let [stdout, stderr] = outputs;
-    ChildRun {
-        status,
-        stdout,
-        stderr,
-    }
 }
 
 /// Recurses until the stack runs out (the depth check never succeeds, but
@@ -183,7 +80,7 @@ fn overflow_reports_coroutine_name_id_and_size() {
         report("survived=yes");
         return;
     }
-    let run = run_child(NAME, "overflow-named");
+    let run = CHILD.run(NAME, "overflow-named");
     assert_killed_by(&run, SIGABRT);
     assert!(!run.stdout.contains("survived=yes"), "{run}");
     let id: u64 = run.reported("id").parse().expect("numeric id");
@@ -219,7 +116,7 @@ fn overflow_of_unnamed_coroutine_reports_id_without_name() {
         report("survived=yes");
         return;
     }
-    let run = run_child(NAME, "overflow-unnamed");
+    let run = CHILD.run(NAME, "overflow-unnamed");
     assert_killed_by(&run, SIGABRT);
     assert!(!run.stdout.contains("survived=yes"), "{run}");
     let id: u64 = run.reported("id").parse().expect("numeric id");
@@ -257,7 +154,7 @@ fn overflow_in_nested_coroutine_names_the_inner_one() {
         report("survived=yes");
         return;
     }
-    let run = run_child(NAME, "overflow-nested");
+    let run = CHILD.run(NAME, "overflow-nested");
     assert_killed_by(&run, SIGABRT);
     let id: u64 = run.reported("id").parse().expect("numeric id");
     let lines = overflow_lines(&run);
@@ -292,7 +189,7 @@ fn wild_write_inside_coroutine_is_not_reported_as_overflow() {
         report("survived=yes");
         return;
     }
-    let run = run_child(NAME, "wild-write-coroutine");
+    let run = CHILD.run(NAME, "wild-write-coroutine");
     assert_killed_by(&run, SIGSEGV);
     assert_eq!(run.reported("writing"), "yes");
     assert!(!run.stdout.contains("survived=yes"), "{run}");
@@ -317,7 +214,7 @@ fn wild_write_on_thread_stack_after_coroutines_exist_is_plain_segfault() {
         report("survived=yes");
         return;
     }
-    let run = run_child(NAME, "wild-write-thread");
+    let run = CHILD.run(NAME, "wild-write-thread");
     assert_killed_by(&run, SIGSEGV);
     assert_eq!(run.reported("writing"), "yes");
     assert!(!run.stdout.contains("survived=yes"), "{run}");
@@ -368,7 +265,7 @@ fn thread_stack_overflow_is_still_reported_by_rust() {
         drop(stack);
         return;
     }
-    let run = run_child(NAME, "thread-overflow");
+    let run = CHILD.run(NAME, "thread-overflow");
     assert_rust_reported_thread_overflow(&run);
 }
 
@@ -388,6 +285,6 @@ fn thread_stack_overflow_after_running_coroutines_on_it_is_reported_by_rust() {
         });
         return;
     }
-    let run = run_child(NAME, "thread-overflow-after-coroutine");
+    let run = CHILD.run(NAME, "thread-overflow-after-coroutine");
     assert_rust_reported_thread_overflow(&run);
 }

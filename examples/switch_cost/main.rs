@@ -10,7 +10,8 @@
 //!
 //!     cargo run --release --example switch_cost
 //!
-//! The scheduler rows (`sched.rs`) run on a one-worker runtime on the same
+//! The scheduler rows (`sched.rs`, their workloads in `workloads.rs`, which
+//! `benches/scheduler.rs` shares) run on a one-worker runtime on the same
 //! CPU. After the table come the measurements that need many coroutines at
 //! once: the yield cost as the number of runnable coroutines grows (up to
 //! what `vm.max_map_count` allows: each guarded stack takes two mappings),
@@ -20,6 +21,7 @@
 
 mod os;
 mod sched;
+mod workloads;
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -26,16 +26,15 @@ pub fn machine_description() -> String {
 /// highest-numbered CPU it may use; returns that CPU.
 pub fn pin_process_to_one_cpu() -> usize {
     let allowed = current_affinity();
-    let cpu = (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: `cpu` is below CPU_SETSIZE, so within the set.
-        .rfind(|&cpu| unsafe { libc::CPU_ISSET(cpu, &allowed) })
+    let cpu = cpus_in(&allowed)
+        .next_back()
         .expect("the process may run on no CPU");
     pin_current_thread(cpu);
     cpu
 }
 
 // ---------------------------------------------------------------------------
-// OS-thread ping-pong over a futex word (as in benches/switch.rs).
+// OS-thread ping-pong over a futex word (benches/switch.rs measures it too).
 
 /// Whose turn it is in the ping-pong, and the stop signal.
 const A_TURN: u32 = 0;
@@ -54,9 +53,8 @@ pub struct PingPong {
 impl PingPong {
     pub fn new() -> PingPong {
         let saved_affinity = current_affinity();
-        let cpu = (0..libc::CPU_SETSIZE as usize)
-            // SAFETY: `cpu` is below CPU_SETSIZE, so within the set.
-            .find(|&cpu| unsafe { libc::CPU_ISSET(cpu, &saved_affinity) })
+        let cpu = cpus_in(&saved_affinity)
+            .next()
             .expect("the thread may run on no CPU");
         pin_current_thread(cpu);
         let state = Arc::new(AtomicU32::new(A_TURN));
@@ -168,6 +166,13 @@ fn current_affinity() -> libc::cpu_set_t {
         std::io::Error::last_os_error()
     );
     set
+}
+
+/// The CPUs in `set`, lowest-numbered first.
+fn cpus_in(set: &libc::cpu_set_t) -> impl DoubleEndedIterator<Item = usize> {
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `cpu` is below CPU_SETSIZE, so within the set.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, set) })
 }
 
 /// Restricts the calling thread to `cpu`.

@@ -1,5 +1,6 @@
 //! Scheduler rows for `switch_cost`: yield, spawn + join and park/unpark on
-//! a one-worker runtime (interleaved with the other cases), and two one-shot
+//! a one-worker runtime (interleaved with the other cases; the bodies are in
+//! `workloads.rs`, shared with `benches/scheduler.rs`), and two one-shot
 //! measurements that need many coroutines at once: the yield cost as the
 //! number of runnable coroutines grows, and RSS per parked coroutine.
 
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use fibra::Runtime;
 
-use crate::Case;
+use crate::{Case, workloads};
 
 /// Two coroutines yielding to each other; ns per yield.
 pub fn yield_pair(rt: &Arc<Runtime>) -> Case {
@@ -17,22 +18,7 @@ pub fn yield_pair(rt: &Arc<Runtime>) -> Case {
     Case {
         name: "fibra yield",
         note: "2 coroutines, 1 worker; per yield",
-        run: Box::new(move |n| {
-            rt.block_on(move || {
-                let partner = fibra::spawn(move || {
-                    for _ in 0..n {
-                        fibra::yield_now();
-                    }
-                });
-                let start = Instant::now();
-                for _ in 0..n {
-                    fibra::yield_now();
-                }
-                let elapsed = start.elapsed();
-                partner.join().expect("partner");
-                elapsed / 2
-            })
-        }),
+        run: Box::new(move |n| rt.block_on(move || workloads::yield_pair(n))),
     }
 }
 
@@ -51,15 +37,7 @@ pub fn spawn_join(rt: &Arc<Runtime>) -> Case {
     Case {
         name: "fibra spawn+run+join",
         note: "empty coroutine, from a coroutine",
-        run: Box::new(move |n| {
-            rt.block_on(move || {
-                let start = Instant::now();
-                for _ in 0..n {
-                    fibra::spawn(|| ()).join().expect("join");
-                }
-                start.elapsed()
-            })
-        }),
+        run: Box::new(move |n| rt.block_on(move || workloads::spawn_join(n))),
     }
 }
 
@@ -69,34 +47,7 @@ pub fn park_unpark(rt: &Arc<Runtime>) -> Case {
     Case {
         name: "fibra park/unpark",
         note: "A->B->A round trip, 1 worker",
-        run: Box::new(move |n| {
-            rt.block_on(move || {
-                let turn = Arc::new(AtomicU64::new(0));
-                let me = fibra::current();
-                let partner_turn = Arc::clone(&turn);
-                let partner = fibra::spawn(move || {
-                    for i in 0..n {
-                        while partner_turn.load(Ordering::Acquire) != 2 * i + 1 {
-                            fibra::park();
-                        }
-                        partner_turn.store(2 * i + 2, Ordering::Release);
-                        me.unpark();
-                    }
-                });
-                let other = partner.coroutine();
-                let start = Instant::now();
-                for i in 0..n {
-                    turn.store(2 * i + 1, Ordering::Release);
-                    other.unpark();
-                    while turn.load(Ordering::Acquire) != 2 * i + 2 {
-                        fibra::park();
-                    }
-                }
-                let elapsed = start.elapsed();
-                partner.join().expect("partner");
-                elapsed
-            })
-        }),
+        run: Box::new(move |n| rt.block_on(move || workloads::park_unpark(n))),
     }
 }
 
@@ -114,41 +65,20 @@ pub fn max_live_coroutines() -> usize {
 /// (median of `reps` measurements of about `batch` each).
 pub fn yield_with_runnable(rt: &Runtime, runnable: usize, reps: usize, batch: Duration) -> f64 {
     rt.block_on(move || {
-        let stop = Arc::new(AtomicBool::new(false));
-        let started = Arc::new(AtomicU64::new(0));
-        let others: Vec<_> = (1..runnable)
-            .map(|_| {
-                let stop = Arc::clone(&stop);
-                let started = Arc::clone(&started);
-                fibra::spawn(move || {
-                    started.fetch_add(1, Ordering::Relaxed);
-                    while !stop.load(Ordering::Relaxed) {
-                        fibra::yield_now();
-                    }
-                })
-            })
-            .collect();
-        // Time only full rounds: wait until every coroutine has started
-        // (fresh and started coroutines take turns, so this takes a while).
-        while started.load(Ordering::Relaxed) < (runnable - 1) as u64 {
-            fibra::yield_now();
-        }
-        // One round: every coroutine yields once. Warm up and calibrate.
-        let round = |rounds: u64| {
-            let start = Instant::now();
-            for _ in 0..rounds {
-                fibra::yield_now();
-            }
-            start.elapsed().as_nanos() as f64 / (rounds as f64 * runnable as f64)
-        };
-        round(2);
-        let per_round_ns = round(3) * runnable as f64;
-        let rounds = ((batch.as_nanos() as f64 / per_round_ns) as u64).max(2);
-        let mut samples: Vec<f64> = (0..reps).map(|_| round(rounds)).collect();
-        stop.store(true, Ordering::Relaxed);
-        for other in others {
-            other.join().expect("join");
-        }
+        let mut samples = workloads::with_runnable(runnable, || {
+            // One round: every coroutine yields once. Warm up and calibrate.
+            let round = |rounds: u64| {
+                let start = Instant::now();
+                for _ in 0..rounds {
+                    fibra::yield_now();
+                }
+                start.elapsed().as_nanos() as f64 / (rounds as f64 * runnable as f64)
+            };
+            round(2);
+            let per_round_ns = round(3) * runnable as f64;
+            let rounds = ((batch.as_nanos() as f64 / per_round_ns) as u64).max(2);
+            (0..reps).map(|_| round(rounds)).collect::<Vec<f64>>()
+        });
         samples.sort_by(f64::total_cmp);
         samples[samples.len() / 2]
     })

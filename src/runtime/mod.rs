@@ -272,8 +272,7 @@ fn current_shared() -> Arc<Shared> {
 /// Configures a coroutine before spawning it (mirrors `std::thread::Builder`).
 #[derive(Debug, Default, Clone)]
 pub struct Builder {
-    name: Option<String>,
-    stack_size: Option<usize>,
+    options: crate::coroutine::Builder,
 }
 
 impl Builder {
@@ -284,16 +283,18 @@ impl Builder {
 
     /// Names the coroutine (shown by `Coroutine::name`, panic messages and
     /// stack-overflow reports).
-    pub fn name(mut self, name: impl Into<String>) -> Builder {
-        self.name = Some(name.into());
-        self
+    pub fn name(self, name: impl Into<String>) -> Builder {
+        Builder {
+            options: self.options.name(name),
+        }
     }
 
     /// Usable stack bytes (rounded up to whole pages). Only touched pages
     /// cost memory.
-    pub fn stack_size(mut self, bytes: usize) -> Builder {
-        self.stack_size = Some(bytes);
-        self
+    pub fn stack_size(self, bytes: usize) -> Builder {
+        Builder {
+            options: self.options.stack_size(bytes),
+        }
     }
 
     /// Spawns on the calling coroutine's runtime, or the default runtime.
@@ -343,7 +344,7 @@ where
     T: Send + 'static,
 {
     let id = next_id();
-    let name: Option<Arc<str>> = builder.name.map(Arc::from);
+    let name: Option<Arc<str>> = builder.options.name.map(Arc::from);
     let cell = Arc::new(JoinCell::new());
     let sender = ResultSender::new(Arc::clone(&cell));
     if shared.shutdown.load(Ordering::Acquire) {
@@ -353,7 +354,7 @@ where
         let task = Arc::new(Task::new(id, name, shared));
         return Ok(JoinHandle { task, cell });
     }
-    let size = builder.stack_size.unwrap_or(shared.stack_size);
+    let size = builder.options.stack_size.unwrap_or(shared.stack_size);
     let stack = stack::acquire(size)?;
     let task = Arc::new(Task::new(id, name.clone(), shared));
     let task_ptr = TaskPtr(Arc::as_ptr(&task));

@@ -1,0 +1,288 @@
+//! Helpers shared by the integration tests: a watchdog against hangs, runtime
+//! and drop-counting helpers, panic-payload text, and the child-process
+//! machinery (this test binary re-run for one test with `FIBRA_TEST_CHILD`
+//! set) with the address-space probes the children's scenarios need.
+
+// Every test binary compiles this module but uses only part of it.
+#![allow(dead_code)]
+
+use std::any::Any;
+use std::io::{self, Read};
+use std::panic::resume_unwind;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fibra::Runtime;
+
+// ---------------------------------------------------------------------------
+// Runtime tests
+
+/// Generous limit for anything that could hang (a lost wakeup, a stuck join,
+/// a stuck shutdown).
+pub const WATCHDOG: Duration = Duration::from_secs(30);
+
+/// Runs `body` on its own OS thread and returns its value; fails the test with
+/// a clear message instead of hanging if it has not finished within `limit`.
+pub fn watchdog<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    let worker = thread::Builder::new()
+        .name(format!("watchdog-{what}"))
+        .spawn(move || {
+            let _ = tx.send(body());
+        })
+        .expect("spawn the watchdog's thread");
+    match rx.recv_timeout(limit) {
+        Ok(value) => {
+            worker.join().expect("the body has returned");
+            value
+        }
+        Err(RecvTimeoutError::Timeout) => panic!(
+            "{what}: still running after {limit:?}; it hangs \
+             (lost wakeup, stuck join or stuck runtime drop?)"
+        ),
+        Err(RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(payload) => resume_unwind(payload),
+            Ok(()) => unreachable!("the body returned without sending its value"),
+        },
+    }
+}
+
+/// A runtime with `workers` workers whose threads are named `<prefix>-<i>`.
+pub fn runtime(workers: usize, prefix: &str) -> Runtime {
+    Runtime::builder()
+        .workers(workers)
+        .thread_name(prefix)
+        .build()
+        .expect("start the runtime")
+}
+
+/// Adds one to a shared counter when dropped.
+pub struct DropCounter(pub Arc<AtomicUsize>);
+
+impl Drop for DropCounter {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The name of the OS thread running the caller.
+pub fn thread_name() -> String {
+    thread::current().name().unwrap_or("<unnamed>").to_string()
+}
+
+// ---------------------------------------------------------------------------
+// Panic payloads
+
+/// The text of a panic payload made by `panic!`.
+pub fn panic_text(payload: &(dyn Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+}
+
+/// The text of a panic payload made by `panic!`/`assert!`; fails the test if
+/// the payload is not text.
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    match panic_text(payload) {
+        Some(text) => text.to_string(),
+        None => panic!("panic payload is neither &str nor String"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Child processes
+
+/// Set in a child process to the scenario it must act out.
+pub const CHILD_ENV: &str = "FIBRA_TEST_CHILD";
+
+/// The scenario this process must act out, if it is a child.
+pub fn child_mode() -> Option<String> {
+    std::env::var(CHILD_ENV).ok()
+}
+
+/// Prints a line the parent looks for (stdout is line-buffered, so it is
+/// written before any crash).
+pub fn report(line: &str) {
+    println!("\nFIBRA-CHILD {line}");
+}
+
+/// How a test file runs its children.
+pub struct ChildSetup {
+    /// How long a child may run before the test kills it and fails.
+    pub timeout: Duration,
+    /// Environment variables set in every child besides `CHILD_ENV`.
+    pub env: &'static [(&'static str, &'static str)],
+}
+
+impl ChildSetup {
+    /// Re-runs this test binary for just `test_name` (even if it is ignored)
+    /// with `CHILD_ENV=mode`, and collects its exit status and output. Fails
+    /// if it runs past the timeout.
+    pub fn run(&self, test_name: &str, mode: &str) -> ChildRun {
+        let exe = std::env::current_exe().expect("path of the test binary");
+        let mut child = Command::new(exe)
+            .args([
+                "--exact",
+                test_name,
+                "--nocapture",
+                "--test-threads=1",
+                "--include-ignored",
+            ])
+            .env(CHILD_ENV, mode)
+            .envs(self.env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the child test process");
+        // Drain both pipes on their own threads; both reach EOF when the child
+        // exits, which the channel reports without polling.
+        let (tx, rx) = mpsc::channel();
+        let pipes: [(usize, Box<dyn Read + Send>); 2] = [
+            (0, Box::new(child.stdout.take().expect("piped stdout"))),
+            (1, Box::new(child.stderr.take().expect("piped stderr"))),
+        ];
+        for (index, mut pipe) in pipes {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                let _ = tx.send((index, String::from_utf8_lossy(&bytes).into_owned()));
+            });
+        }
+        drop(tx);
+        let timeout = self.timeout;
+        let deadline = Instant::now() + timeout;
+        let mut outputs = [String::new(), String::new()];
+        for _ in 0..2 {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok((index, text)) => outputs[index] = text,
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("child {mode} did not exit within {timeout:?}");
+                }
+            }
+        }
+        let status = child.wait().expect("wait for the child");
+        let [stdout, stderr] = outputs;
+        ChildRun {
+            status,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// How a child exited and what it printed.
+pub struct ChildRun {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ChildRun {
+    /// The values of the `FIBRA-CHILD` lines the child printed.
+    pub fn reports(&self) -> Vec<&str> {
+        self.stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("FIBRA-CHILD "))
+            .collect()
+    }
+
+    /// The `key=value` the child reported for `key` (a value without spaces,
+    /// anywhere in a `FIBRA-CHILD` line).
+    pub fn reported(&self, key: &str) -> String {
+        self.reports()
+            .iter()
+            .flat_map(|r| r.split_whitespace())
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("child did not report {key}; {self}"))
+            .to_string()
+    }
+
+    /// The value the child reported as `key=value` at the start of a line:
+    /// the rest of that line, spaces and all.
+    pub fn reported_line(&self, key: &str) -> String {
+        let prefix = format!("FIBRA-CHILD {key}=");
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("child did not report {key}; {self}"))
+            .to_string()
+    }
+
+    /// The error message the child printed on a `FIBRA-CHILD-MESSAGE` line.
+    pub fn message(&self) -> &str {
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("FIBRA-CHILD-MESSAGE "))
+            .unwrap_or_else(|| panic!("child printed no error message; {self}"))
+    }
+}
+
+impl std::fmt::Display for ChildRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "child {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Address-space limits (for the children that exhaust them)
+
+/// `RLIMIT_AS` on x86_64 Linux (libc is not a dev-dependency).
+const RLIMIT_AS: i32 = 9;
+
+// SAFETY: matches glibc's `int setrlimit(int, const struct rlimit *)`,
+// where `struct rlimit` is two 64-bit words on x86_64.
+unsafe extern "C" {
+    /// setrlimit(2); `rlim` points to `{ rlim_cur, rlim_max }`.
+    fn setrlimit(resource: i32, rlim: *const [u64; 2]) -> i32;
+}
+
+/// The kernel's `vm.max_map_count`.
+pub fn max_map_count() -> usize {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .expect("read /proc/sys/vm/max_map_count")
+        .trim()
+        .parse()
+        .expect("numeric vm.max_map_count")
+}
+
+/// This process's current address-space size in bytes (VmSize).
+pub fn address_space_in_use() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("VmSize in /proc/self/status");
+    kib * 1024
+}
+
+/// Lowers this process's `RLIMIT_AS` to `limit` bytes (soft and hard).
+pub fn limit_address_space(limit: u64) {
+    let rlim = [limit, limit];
+    // SAFETY: setrlimit reads the two-word struct we pass and nothing else.
+    let rc = unsafe { setrlimit(RLIMIT_AS, &rlim) };
+    assert_eq!(
+        rc,
+        0,
+        "setrlimit(RLIMIT_AS) failed: {}",
+        io::Error::last_os_error()
+    );
+}
