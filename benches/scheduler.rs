@@ -9,9 +9,14 @@
 //!   `std::thread::park`/`unpark`;
 //! - `yield_flat`: ns per yield with N runnable coroutines on one worker, to
 //!   show the cost stays flat as N grows (up to 20,000 here: each guarded
-//!   stack takes two of the default 65,530 kernel mappings).
+//!   stack takes two of the default 65,530 kernel mappings);
+//! - `blocking`: a `fibra::blocking::unblock` round trip of an empty job
+//!   (submit, run on a syscall thread, resume the coroutine), against a job
+//!   handed to one other OS thread and back over a std channel pair.
 //!
-//! Run pinned to one CPU: `taskset -c 1 cargo bench --bench scheduler`.
+//! Run pinned to one CPU: `taskset -c 1 cargo bench --bench scheduler`; the
+//! `blocking` group is meant to have two CPUs: `cargo bench --bench
+//! scheduler -- blocking`.
 
 // The fibra workloads are the ones `examples/switch_cost` measures.
 #[path = "../examples/switch_cost/workloads.rs"]
@@ -105,6 +110,30 @@ fn bench_spawn_join(c: &mut Criterion) {
     group.finish();
 }
 
+fn bench_blocking(c: &mut Criterion) {
+    let mut group = c.benchmark_group("blocking");
+    let rt = one_worker();
+    group.bench_function("fibra_unblock_round_trip", |b| {
+        b.iter_custom(|iters| rt.block_on(move || workloads::unblock_round_trip(iters)))
+    });
+    group.bench_function("os_thread_channel_round_trip", |b| {
+        let (to_helper, jobs) = std::sync::mpsc::channel::<u64>();
+        let (to_caller, done) = std::sync::mpsc::channel::<u64>();
+        let helper = thread::spawn(move || {
+            for job in jobs {
+                to_caller.send(job).expect("caller");
+            }
+        });
+        b.iter(|| {
+            to_helper.send(1).expect("helper");
+            done.recv().expect("helper")
+        });
+        drop(to_helper);
+        helper.join().expect("helper thread");
+    });
+    group.finish();
+}
+
 fn bench_park_unpark(c: &mut Criterion) {
     let mut group = c.benchmark_group("park_unpark");
     let rt = one_worker();
@@ -178,6 +207,6 @@ fn bench_yield_flat(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
-    targets = bench_yield, bench_spawn_join, bench_park_unpark, bench_yield_flat
+    targets = bench_yield, bench_spawn_join, bench_park_unpark, bench_yield_flat, bench_blocking
 }
 criterion_main!(benches);

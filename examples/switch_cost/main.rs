@@ -59,17 +59,18 @@ struct Row {
 
 /// The cases, the baseline (the fibra switch round trip) first. `main`
 /// refers to rows by these indices.
-fn cases(rt: &Arc<Runtime>) -> Vec<Case> {
+fn cases(rt: &Arc<Runtime>, all_cpus: libc::cpu_set_t) -> Vec<Case> {
     vec![
-        fibra_switch(),          // 0
-        corosensei_switch(),     // 1
-        thread_ping_pong(),      // 2
-        fibra_create_run_drop(), // 3
-        thread_spawn_join(),     // 4
-        sched::yield_pair(rt),   // 5
-        sched::os_yield_pair(),  // 6
-        sched::spawn_join(rt),   // 7
-        sched::park_unpark(rt),  // 8
+        fibra_switch(),                      // 0
+        corosensei_switch(),                 // 1
+        thread_ping_pong(),                  // 2
+        fibra_create_run_drop(),             // 3
+        thread_spawn_join(),                 // 4
+        sched::yield_pair(rt),               // 5
+        sched::os_yield_pair(),              // 6
+        sched::spawn_join(rt),               // 7
+        sched::park_unpark(rt),              // 8
+        sched::unblock_round_trip(all_cpus), // 9
     ]
 }
 
@@ -168,6 +169,7 @@ fn thread_spawn_join() -> Case {
 
 fn main() {
     let machine = machine_description();
+    let all_cpus = os::current_affinity();
     let cpu = pin_process_to_one_cpu();
     // Created after pinning, so its worker thread runs on the same CPU.
     let rt = Arc::new(Runtime::builder().workers(1).build().expect("runtime"));
@@ -176,7 +178,7 @@ fn main() {
     let cap = sched::max_live_coroutines();
     let parked = cap.min(30_000);
     let rss_kib = sched::rss_per_parked(&rt, parked);
-    let mut cases = cases(&rt);
+    let mut cases = cases(&rt, all_cpus);
 
     // Calibrate (this also warms up): find n such that a batch takes ~BATCH.
     let iters: Vec<u64> = cases.iter_mut().map(|c| calibrate(&mut c.run)).collect();
@@ -247,6 +249,11 @@ fn main() {
         fmt_ns(rows[8].ns),
         fmt_ratio(rows[2].ns / rows[8].ns),
         verdict(rows[8].ns <= 60.0)
+    );
+    println!(
+        "target: fibra unblock round trip <= 5 us (pool warm): {} ns -> {}",
+        fmt_ns(rows[9].ns),
+        verdict(rows[9].ns <= 5_000.0)
     );
     println!();
     many_coroutines(&rt, cap);

@@ -153,7 +153,7 @@ fn futex_wake(word: &AtomicU32) {
 }
 
 /// The calling thread's CPU affinity mask.
-fn current_affinity() -> libc::cpu_set_t {
+pub fn current_affinity() -> libc::cpu_set_t {
     // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
     let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
     // SAFETY: `set` is a writable cpu_set_t of the size passed; pid 0 means
@@ -185,7 +185,7 @@ fn pin_current_thread(cpu: usize) {
 }
 
 /// Sets the calling thread's CPU affinity mask.
-fn set_affinity(set: &libc::cpu_set_t) {
+pub fn set_affinity(set: &libc::cpu_set_t) {
     // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 means the
     // calling thread.
     let r = unsafe { libc::sched_setaffinity(0, mem::size_of::<libc::cpu_set_t>(), set) };

@@ -51,6 +51,23 @@ pub fn park_unpark(rt: &Arc<Runtime>) -> Case {
     }
 }
 
+/// `unblock` of an empty job, on a runtime whose threads may use every CPU
+/// in `all_cpus` (the rest of the table runs pinned to one CPU, where a
+/// syscall thread could only take turns with the worker).
+pub fn unblock_round_trip(all_cpus: libc::cpu_set_t) -> Case {
+    let rt = std::thread::spawn(move || {
+        crate::os::set_affinity(&all_cpus);
+        Runtime::builder().workers(1).build().expect("runtime")
+    })
+    .join()
+    .expect("runtime thread");
+    Case {
+        name: "fibra unblock round trip",
+        note: "empty job on a syscall thread; not pinned",
+        run: Box::new(move |n| rt.block_on(move || workloads::unblock_round_trip(n))),
+    }
+}
+
 /// How many coroutines this process can keep alive at once: each stack
 /// takes two kernel mappings; leave room for everything else.
 pub fn max_live_coroutines() -> usize {

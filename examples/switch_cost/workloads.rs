@@ -94,3 +94,12 @@ pub fn with_runnable<T>(runnable: usize, measure: impl FnOnce() -> T) -> T {
     }
     result
 }
+
+/// `n` round trips to a syscall thread: `unblock` of an empty job.
+pub fn unblock_round_trip(n: u64) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        fibra::blocking::unblock(|| ());
+    }
+    start.elapsed()
+}
