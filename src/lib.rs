@@ -14,7 +14,9 @@
 //!   worker thread per CPU, work stealing of coroutines that have not started,
 //!   timers, cancellation;
 //! - [`blocking`] — syscall threads: `unblock(f)` runs blocking work off the
-//!   workers while the calling coroutine is parked.
+//!   workers while the calling coroutine is parked;
+//! - [`fs`] — `std::fs` for coroutines: files and directories whose calls
+//!   run on the syscall threads, in bounded chunks.
 //!
 //! ```
 //! let handles: Vec<_> = (0..1000u64).map(|i| fibra::spawn(move || i * 2)).collect();
@@ -33,6 +35,7 @@
 mod arch;
 pub mod blocking;
 pub mod coroutine;
+pub mod fs;
 mod runtime;
 pub mod stack;
 

@@ -1,0 +1,372 @@
+//! `fibra::fs`, the `std::fs` mirror whose calls run on syscall threads:
+//! multi-megabyte files round-trip byte for byte (checksum and exact
+//! bytes), a single `read` moves at most `MAX_CHUNK`, errors are std's,
+//! the `OpenOptions`/`Seek`/`set_len`/directory calls behave as std's, the
+//! calls go through the syscall pool (and work on a plain thread), and a
+//! worker keeps running its other coroutines during a burst of fsyncs.
+//!
+//! Every test works in its own directory under `std::env::temp_dir()`
+//! (named by pid and a counter), removed when the test ends.
+
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use fibra::Runtime;
+use fibra::fs::{self, File, MAX_CHUNK, OpenOptions};
+
+/// A fresh directory, removed (with its contents) on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("fibra-fs-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create the temporary directory");
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn runtime() -> Runtime {
+    Runtime::builder().workers(1).build().expect("runtime")
+}
+
+/// `len` pseudo-random bytes (xorshift64).
+fn pseudo_random(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut bytes = Vec::with_capacity(len);
+    while bytes.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+/// FNV-1a.
+fn checksum(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+const BIG: usize = 5 * 1024 * 1024 + 12_345;
+
+#[test]
+fn a_multi_megabyte_file_round_trips_exactly() {
+    let dir = TempDir::new();
+    let (a, b) = (dir.join("a.bin"), dir.join("b.bin"));
+    let data = pseudo_random(BIG);
+    let expected = checksum(&data);
+    let (via_fns, via_file, first_read) = runtime().block_on(move || {
+        fs::write(&a, &data).unwrap();
+        let via_fns = fs::read(&a).unwrap();
+
+        let mut file = File::create(&b).unwrap();
+        file.write_all(&data).unwrap();
+        drop(file);
+        let mut via_file = Vec::new();
+        let n = File::open(&b).unwrap().read_to_end(&mut via_file).unwrap();
+        assert_eq!(n, BIG);
+
+        let mut big_buf = vec![0u8; 4 * MAX_CHUNK];
+        let first_read = File::open(&b).unwrap().read(&mut big_buf).unwrap();
+        assert_eq!(&big_buf[..first_read], &data[..first_read]);
+        assert_eq!(via_fns, data);
+        assert_eq!(via_file, data);
+        (via_fns, via_file, first_read)
+    });
+    assert_eq!(MAX_CHUNK, 1 << 20);
+    assert_eq!(checksum(&via_fns), expected);
+    assert_eq!(checksum(&via_file), expected);
+    assert_eq!(via_fns.len(), BIG);
+    assert_eq!(std::fs::read(dir.join("a.bin")).unwrap().len(), BIG);
+    // At most one chunk per call (a regular file gives all of it).
+    assert_eq!(first_read, MAX_CHUNK);
+}
+
+#[test]
+fn read_to_end_appends_after_existing_bytes_and_from_the_position() {
+    let dir = TempDir::new();
+    let path = dir.join("f");
+    std::fs::write(&path, b"0123456789").unwrap();
+    let (all, string) = runtime().block_on(move || {
+        let mut file = File::open(&path).unwrap();
+        file.seek(SeekFrom::Start(4)).unwrap();
+        let mut all = b"xy".to_vec();
+        assert_eq!(file.read_to_end(&mut all).unwrap(), 6);
+        file.rewind().unwrap();
+        let mut string = String::from(">");
+        assert_eq!(file.read_to_string(&mut string).unwrap(), 10);
+        (all, string)
+    });
+    assert_eq!(all, b"xy456789");
+    assert_eq!(string, ">0123456789");
+}
+
+#[test]
+fn calls_from_a_coroutine_use_the_syscall_pool() {
+    let dir = TempDir::new();
+    let path = dir.join("f");
+    let rt = runtime();
+    assert_eq!(rt.blocking_stats().threads, 0);
+    let p = path.clone();
+    rt.block_on(move || fs::write(&p, b"pooled")).unwrap();
+    assert!(rt.blocking_stats().threads >= 1);
+    assert_eq!(std::fs::read(&path).unwrap(), b"pooled");
+}
+
+#[test]
+fn calls_from_a_plain_thread_run_inline() {
+    let dir = TempDir::new();
+    let path = dir.join("plain.txt");
+    let dir_path = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        fs::write(&path, "plain").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "plain");
+        let mut file = File::open(&path).unwrap();
+        let mut buf = [0u8; 3];
+        file.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"pla");
+        let names: Vec<_> = fs::read_dir(&dir_path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["plain.txt"]);
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn errors_are_those_of_std() {
+    let dir = TempDir::new();
+    let missing = dir.join("missing");
+    let bad = dir.join("bad.txt");
+    std::fs::write(&bad, [b'o', b'k', 0xff, 0xfe]).unwrap();
+    let std_kind = std::fs::read(&missing).unwrap_err().kind();
+    let std_bad = std::fs::read_to_string(&bad).unwrap_err().kind();
+    let kinds = runtime().block_on(move || {
+        let mut s = String::from("kept");
+        let appended = File::open(&bad).unwrap().read_to_string(&mut s);
+        assert_eq!(s, "kept");
+        [
+            fs::read(&missing).unwrap_err().kind(),
+            File::open(&missing).unwrap_err().kind(),
+            fs::metadata(&missing).unwrap_err().kind(),
+            fs::remove_file(&missing).unwrap_err().kind(),
+            fs::read_dir(&missing).unwrap_err().kind(),
+            fs::read_to_string(&bad).unwrap_err().kind(),
+            appended.unwrap_err().kind(),
+            fs::create_dir(&bad).unwrap_err().kind(),
+        ]
+    });
+    assert_eq!(std_kind, ErrorKind::NotFound);
+    assert_eq!(std_bad, ErrorKind::InvalidData);
+    assert_eq!(
+        kinds,
+        [
+            ErrorKind::NotFound,
+            ErrorKind::NotFound,
+            ErrorKind::NotFound,
+            ErrorKind::NotFound,
+            ErrorKind::NotFound,
+            ErrorKind::InvalidData,
+            ErrorKind::InvalidData,
+            ErrorKind::AlreadyExists,
+        ]
+    );
+}
+
+#[test]
+fn open_options_append_truncate_and_create_new() {
+    let dir = TempDir::new();
+    let path = dir.join("opts.txt");
+    let (after_append, after_truncate, create_new_kind, fresh) = runtime().block_on(move || {
+        fs::write(&path, "abc").unwrap();
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"def").unwrap();
+        drop(file);
+        let after_append = fs::read_to_string(&path).unwrap();
+
+        let mut file = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(b"xy").unwrap();
+        drop(file);
+        let after_truncate = fs::read_to_string(&path).unwrap();
+
+        let create_new_kind = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap_err()
+            .kind();
+        let fresh_path = path.with_file_name("fresh.txt");
+        let mut fresh = File::create_new(&fresh_path).unwrap();
+        fresh.write_all(b"new").unwrap();
+        assert_eq!(
+            File::create_new(&fresh_path).unwrap_err().kind(),
+            ErrorKind::AlreadyExists
+        );
+        (
+            after_append,
+            after_truncate,
+            create_new_kind,
+            fs::read(&fresh_path).unwrap(),
+        )
+    });
+    assert_eq!(after_append, "abcdef");
+    assert_eq!(after_truncate, "xy");
+    assert_eq!(create_new_kind, ErrorKind::AlreadyExists);
+    assert_eq!(fresh, b"new");
+}
+
+#[test]
+fn seek_set_len_metadata_and_sync() {
+    let dir = TempDir::new();
+    let path = dir.join("seek.bin");
+    let results = runtime().block_on(move || {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(b"0123456789").unwrap();
+        let mut buf = [0u8; 3];
+
+        assert_eq!(file.seek(SeekFrom::Start(2)).unwrap(), 2);
+        file.read_exact(&mut buf).unwrap();
+        let from_start = buf;
+        assert_eq!(file.seek(SeekFrom::End(-3)).unwrap(), 7);
+        file.read_exact(&mut buf).unwrap();
+        let from_end = buf;
+        assert_eq!(file.seek(SeekFrom::Current(-6)).unwrap(), 4);
+        file.read_exact(&mut buf).unwrap();
+        let from_current = buf;
+        // Through `&File` too, as std allows.
+        assert_eq!((&file).seek(SeekFrom::Start(9)).unwrap(), 9);
+        assert_eq!((&file).read(&mut buf).unwrap(), 1);
+        assert_eq!(buf[0], b'9');
+
+        file.set_len(4).unwrap();
+        let shrunk = file.metadata().unwrap().len();
+        file.set_len(4096).unwrap();
+        let grown = fs::metadata(&path).unwrap().len();
+        file.sync_all().unwrap();
+        file.sync_data().unwrap();
+        let clone = file.try_clone().unwrap();
+        assert_eq!(clone.metadata().unwrap().len(), 4096);
+        let std_file = file.into_std();
+        assert_eq!(std_file.metadata().unwrap().len(), 4096);
+        (from_start, from_end, from_current, shrunk, grown)
+    });
+    assert_eq!(results, (*b"234", *b"789", *b"456", 4, 4096));
+}
+
+#[test]
+fn directory_and_path_operations() {
+    let dir = TempDir::new();
+    let root = dir.path().to_path_buf();
+    let (copied, names, is_dir, canonical, gone, std_canonical) = runtime().block_on(move || {
+        let nested = root.join("a/b/c");
+        fs::create_dir_all(&nested).unwrap();
+        fs::write(root.join("one.txt"), "one").unwrap();
+        let copied = fs::copy(root.join("one.txt"), root.join("two.txt")).unwrap();
+        assert_eq!(fs::read_to_string(root.join("two.txt")).unwrap(), "one");
+        fs::rename(root.join("two.txt"), root.join("three.txt")).unwrap();
+        assert!(!fs::exists(root.join("two.txt")).unwrap());
+        fs::write(nested.join("deep.txt"), "deep").unwrap();
+        fs::write(root.join("doomed.txt"), "x").unwrap();
+        fs::remove_file(root.join("doomed.txt")).unwrap();
+
+        let mut names: Vec<String> = fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let is_dir = fs::metadata(root.join("a/b")).unwrap().is_dir();
+        let canonical = fs::canonicalize(root.join("a/b/../b/c/./deep.txt")).unwrap();
+        let std_canonical = std::fs::canonicalize(nested.join("deep.txt")).unwrap();
+        fs::remove_dir_all(root.join("a")).unwrap();
+        let gone = fs::metadata(root.join("a")).unwrap_err().kind();
+        (copied, names, is_dir, canonical, gone, std_canonical)
+    });
+    assert_eq!(copied, 3);
+    assert_eq!(names, ["a", "one.txt", "three.txt"]);
+    assert!(is_dir);
+    assert_eq!(canonical, std_canonical);
+    assert!(canonical.is_absolute());
+    assert_eq!(gone, ErrorKind::NotFound);
+}
+
+#[test]
+fn a_worker_keeps_running_coroutines_during_file_io() {
+    const FILES: usize = 50;
+    let dir = TempDir::new();
+    let root = dir.path().to_path_buf();
+    let (ticks_at_writer_end, written) = runtime().block_on(move || {
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let (ticks, done) = (Arc::clone(&ticks), Arc::clone(&done));
+            fibra::spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    fibra::sleep(Duration::from_millis(1));
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let writer = {
+            let ticks = Arc::clone(&ticks);
+            fibra::spawn(move || {
+                let data = pseudo_random(64 * 1024);
+                for i in 0..FILES {
+                    let path = root.join(format!("f{i}"));
+                    fs::write(&path, &data).unwrap();
+                    OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .unwrap()
+                        .sync_all()
+                        .unwrap();
+                }
+                let at_end = ticks.load(Ordering::SeqCst);
+                let written = fs::read_dir(&root).unwrap().count();
+                (at_end, written)
+            })
+        };
+        let result = writer.join().unwrap();
+        done.store(true, Ordering::SeqCst);
+        ticker.join().unwrap();
+        result
+    });
+    assert_eq!(written, FILES);
+    assert!(
+        ticks_at_writer_end > 0,
+        "the ticker never ran while the writer did its file I/O"
+    );
+}
