@@ -391,17 +391,34 @@ impl OpenOptions {
     }
 }
 
-/// Reads a whole file, as `std::fs::read`: one hop to open it and learn its
-/// size, then one per `MAX_CHUNK`.
+/// Reads a whole file, as `std::fs::read`: one hop for a file of up to
+/// `MAX_CHUNK` bytes (open, size, read, close), one more per further chunk.
 pub fn read<P: AsRef<Path>>(path: P) -> io::Result<Vec<u8>> {
     let path = path.as_ref();
-    let (file, hint) = unblock_scoped(move || {
+    // One hop opens the file, sizes the buffer and reads the first chunk;
+    // a file of up to `MAX_CHUNK` bytes is also closed there, so reading it
+    // costs a single hop (two hops made a 4 KiB read 2.4× std's).
+    let (rest, mut bytes) = unblock_scoped(move || {
         let file = std::fs::File::open(path)?;
-        let hint = file.metadata().ok().map(|m| m.len());
-        Ok::<_, io::Error>((file, hint))
+        let mut bytes = Vec::new();
+        let size = file.metadata().ok().map(|meta| meta.len());
+        if let Some(size) = size {
+            let hint = usize::try_from(size).unwrap_or(usize::MAX);
+            bytes
+                .try_reserve_exact(hint)
+                .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        }
+        let n = { &file }.take(MAX_CHUNK as u64).read_to_end(&mut bytes)?;
+        // Done at a short read, or once the whole size `metadata` gave has
+        // arrived (a file of exactly one chunk needs no further hop).
+        let done = n < MAX_CHUNK || size == Some(n as u64);
+        Ok::<_, io::Error>(((!done).then_some(file), bytes))
     })?;
-    let mut bytes = Vec::new();
-    read_rest(&file, &mut bytes, hint)?;
+    if let Some(file) = rest {
+        read_rest(&file, &mut bytes, None)?;
+        // Closing is a system call too: not on the worker.
+        unblock_scoped(move || drop(file));
+    }
     Ok(bytes)
 }
 
