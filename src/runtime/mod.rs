@@ -463,30 +463,12 @@ fn park_task(task: &Task, deadline: Option<Instant>) -> bool {
         if deadline <= Instant::now() {
             return true;
         }
-        // SAFETY: the running task is alive; take one more reference for the
-        // timer heap.
-        let arc = unsafe {
-            Arc::increment_strong_count(task as *const Task);
-            Arc::from_raw(task as *const Task)
-        };
-        worker.timers.borrow_mut().insert(deadline, &arc);
+        worker.timers.borrow_mut().insert(deadline, &task.arc());
     }
+    // Set by the worker if the timer, not an unpark, ends the park.
     task.timed_out.set(false);
-    let timed_out =
-        match task
-            .state
-            .compare_exchange(RUNNING, PARKED, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => {
-                suspend(task, Suspend::Park);
-                task.timed_out.get()
-            }
-            Err(_) => {
-                // An unpark arrived since the first check: consume its token.
-                task.state.store(RUNNING, Ordering::Release);
-                false
-            }
-        };
+    park_task_raw(task);
+    let timed_out = task.timed_out.get();
     if deadline.is_some() && !timed_out {
         worker.timers.borrow_mut().cancel(task);
     }
@@ -656,12 +638,7 @@ impl std::fmt::Debug for Coroutine {
 /// A handle to the calling coroutine, or to the calling thread.
 pub fn current() -> Coroutine {
     if let Some(task) = current_task() {
-        // SAFETY: the running task is alive; take one more reference.
-        let task = unsafe {
-            Arc::increment_strong_count(task as *const Task);
-            Arc::from_raw(task as *const Task)
-        };
-        return Coroutine::from_task(task);
+        return Coroutine::from_task(task.arc());
     }
     thread_local! {
         static THREAD_ID: u64 = next_id();

@@ -119,6 +119,17 @@ impl Task {
         }
     }
 
+    /// One more `Arc` to a task known to be alive: the running one (its
+    /// worker holds a reference while it runs).
+    pub fn arc(&self) -> Arc<Task> {
+        // SAFETY: every Task lives in an Arc; the caller's reference is to a
+        // live task, so the count is at least one while we add one.
+        unsafe {
+            Arc::increment_strong_count(self as *const Task);
+            Arc::from_raw(self as *const Task)
+        }
+    }
+
     /// Moves the task from PARKED to RUNNING. On success the caller owns the
     /// reference the PARKED state held (see the module docs) and must put it
     /// on a run queue.

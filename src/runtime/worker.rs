@@ -42,7 +42,8 @@
 //! (SeqCst), then reads the other side's word, and the thread park token
 //! absorbs a wake that lands between the re-check and the park: no wake is
 //! lost and no one polls. (The sockets layer will replace the thread park
-//! with the poller's `epoll_wait`; `Sleeper` is the one place to change.)
+//! with the poller's `epoll_wait`; `Worker::sleep_unless` is the one place
+//! to change.)
 //!
 //! # Shutdown
 //!
@@ -438,19 +439,8 @@ impl Worker {
 
     /// Sleeps until a wake reaches the inbox or the next timer is due.
     fn sleep_in_shutdown(&self) {
-        let me = &self.shared.workers[self.index];
-        me.sleeping.store(true, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        let deadline = self.timers.borrow_mut().next_deadline();
-        if me.inbox.is_empty() {
-            match deadline {
-                Some(deadline) => {
-                    std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()))
-                }
-                None => std::thread::park(),
-            }
-        }
-        me.sleeping.store(false, Ordering::SeqCst);
+        let inbox = &self.shared.workers[self.index].inbox;
+        self.sleep_unless(|| !inbox.is_empty());
     }
 
     /// Moves wakes from other threads to the local queue; returns how many.
@@ -567,7 +557,6 @@ impl Worker {
     /// Sleeps until woken or until the next timer deadline.
     fn sleep(&self) {
         let shared = &self.shared;
-        let me = &shared.workers[self.index];
         {
             let mut idle = shared.idle.lock().unwrap_or_else(|e| e.into_inner());
             if !idle.contains(&self.index) {
@@ -575,11 +564,24 @@ impl Worker {
             }
             shared.n_idle.store(idle.len(), Ordering::SeqCst);
         }
+        self.sleep_unless(|| self.has_shared_work() || !self.fresh.is_empty());
+        let mut idle = shared.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|&i| i != self.index);
+        shared.n_idle.store(idle.len(), Ordering::SeqCst);
+    }
+
+    /// The one place a worker thread sleeps in the kernel: publishes
+    /// `sleeping`, then (after a SeqCst fence, so a waker that pushed first
+    /// is seen here, and one that pushes later sees `sleeping`) sleeps until
+    /// woken or until the next timer deadline, unless a timer is already due
+    /// or `work_waiting()` says there is something to do.
+    fn sleep_unless(&self, work_waiting: impl Fn() -> bool) {
+        let me = &self.shared.workers[self.index];
         me.sleeping.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let deadline = self.timers.borrow_mut().next_deadline();
         let due = deadline.is_some_and(|d| d <= Instant::now());
-        if !due && !self.has_shared_work() && self.fresh.is_empty() {
+        if !due && !work_waiting() {
             match deadline {
                 Some(deadline) => {
                     std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -588,9 +590,6 @@ impl Worker {
             }
         }
         me.sleeping.store(false, Ordering::SeqCst);
-        let mut idle = shared.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|&i| i != self.index);
-        shared.n_idle.store(idle.len(), Ordering::SeqCst);
     }
 }
 
