@@ -369,10 +369,12 @@ impl Worker {
                 return Some(task);
             }
             if !self.spinning.get() && self.start_spinning() {
+                // Between looks, yield the CPU rather than spin on it: the
+                // thread that will hand us work (a syscall thread finishing
+                // a job, another worker) may share this CPU. Alone on it,
+                // the yield returns at once.
                 for _ in 0..SPIN_ROUNDS {
-                    for _ in 0..32 {
-                        std::hint::spin_loop();
-                    }
+                    std::thread::yield_now();
                     if self.has_shared_work() {
                         break;
                     }
