@@ -36,6 +36,8 @@ mod arch;
 pub mod blocking;
 pub mod coroutine;
 pub mod fs;
+pub mod io;
+pub mod net;
 mod runtime;
 pub mod stack;
 
