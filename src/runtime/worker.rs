@@ -378,7 +378,7 @@ impl Worker {
                 self.stop_spinning(true);
                 return Some(task);
             }
-            if !self.spinning.get() && self.start_spinning() {
+            if !self.spinning.get() && self.work_expected_soon() && self.start_spinning() {
                 // Between looks, yield the CPU rather than spin on it: the
                 // thread that will hand us work (a syscall thread finishing
                 // a job, another worker) may share this CPU. Alone on it,
@@ -546,6 +546,17 @@ impl Worker {
                 .enumerate()
                 .any(|(i, w)| i != self.index && !w.stealer.is_empty())
             || shared.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Whether work is likely to arrive within microseconds, so that
+    /// polling for it beats a sleep and a wake: a syscall thread is running
+    /// a job for a coroutine, or another worker is busy (it may spawn or
+    /// wake). Socket readiness is not a reason: the sleep is `epoll_wait`,
+    /// which wakes on it directly, and polling for it would cost a server
+    /// CPU on every idle moment.
+    fn work_expected_soon(&self) -> bool {
+        self.shared.blocking.has_jobs_in_flight()
+            || self.shared.n_idle.load(Ordering::Relaxed) + 1 < self.shared.workers.len()
     }
 
     /// Becomes a spinning worker unless half the workers already spin.
