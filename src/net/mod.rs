@@ -97,7 +97,7 @@ macro_rules! conversions {
 
 mod sys;
 mod tcp;
-// mod udp;
+mod udp;
 // mod unix;
 
 use std::io;
@@ -109,6 +109,7 @@ use std::time::Duration;
 use crate::io::{Direction, Source};
 
 pub use tcp::{Incoming, TcpListener, TcpStream};
+pub use udp::UdpSocket;
 
 /// What every fibra socket holds: the std socket (non-blocking), its
 /// readiness `Source`, and the std-style options that change how calls
