@@ -98,7 +98,7 @@ macro_rules! conversions {
 mod sys;
 mod tcp;
 mod udp;
-// mod unix;
+mod unix;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -110,6 +110,7 @@ use crate::io::{Direction, Source};
 
 pub use tcp::{Incoming, TcpListener, TcpStream};
 pub use udp::UdpSocket;
+pub use unix::{UnixDatagram, UnixIncoming, UnixListener, UnixStream};
 
 /// What every fibra socket holds: the std socket (non-blocking), its
 /// readiness `Source`, and the std-style options that change how calls
