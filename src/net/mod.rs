@@ -97,8 +97,8 @@ macro_rules! conversions {
 
 mod sys;
 mod tcp;
-// mod udp;
-// mod unix;
+mod udp;
+mod unix;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -109,6 +109,8 @@ use std::time::Duration;
 use crate::io::{Direction, Source};
 
 pub use tcp::{Incoming, TcpListener, TcpStream};
+pub use udp::UdpSocket;
+pub use unix::{UnixDatagram, UnixIncoming, UnixListener, UnixStream};
 
 /// What every fibra socket holds: the std socket (non-blocking), its
 /// readiness `Source`, and the std-style options that change how calls

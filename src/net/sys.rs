@@ -1,11 +1,17 @@
 //! The raw socket calls std does not expose in a non-blocking form:
 //! creating a non-blocking socket, `connect` without waiting, `accept4`
-//! with `SOCK_NONBLOCK`, and `sockaddr` conversions.
+//! with `SOCK_NONBLOCK`, and `sockaddr` conversions (IP and Unix-domain).
 
+use std::ffi::OsStr;
 use std::io;
 use std::mem::{self, MaybeUninit};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::SocketAddr as UnixAddr;
+use std::path::Path;
+use std::sync::OnceLock;
 
 /// Turns a -1 return into the error in `errno`.
 pub(crate) fn cvt(result: libc::c_int) -> io::Result<libc::c_int> {
@@ -212,5 +218,268 @@ pub(crate) fn send_vectored(fd: RawFd, bufs: &[std::io::IoSlice<'_>]) -> io::Res
         Err(io::Error::last_os_error())
     } else {
         Ok(n as usize)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Unix-domain sockets
+
+/// A Unix-domain socket address as the kernel takes it: a `sockaddr_un` and
+/// the length of its meaningful part.
+pub(crate) struct UnixSockaddr {
+    addr: libc::sockaddr_un,
+    len: libc::socklen_t,
+}
+
+impl UnixSockaddr {
+    /// The address of the socket file at `path`, laid out as std lays it
+    /// out: the path's bytes, then a NUL (none after an empty path, as in
+    /// std). A path with a NUL inside, or too long for `sun_path` (107 bytes
+    /// and the NUL), is `InvalidInput`.
+    pub fn from_path(path: &Path) -> io::Result<UnixSockaddr> {
+        let bytes = path.as_os_str().as_bytes();
+        if bytes.contains(&0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "paths must not contain interior null bytes",
+            ));
+        }
+        UnixSockaddr::with_name(&[], bytes, usize::from(!bytes.is_empty()))
+    }
+
+    /// The address a std `SocketAddr` names: a path, or an abstract name
+    /// (a leading NUL, no trailing one). An unnamed address names nothing to
+    /// bind or connect to: `InvalidInput`.
+    pub fn from_std(addr: &UnixAddr) -> io::Result<UnixSockaddr> {
+        if let Some(path) = addr.as_pathname() {
+            return UnixSockaddr::from_path(path);
+        }
+        if let Some(name) = addr.as_abstract_name() {
+            return UnixSockaddr::with_name(&[0], name, 0);
+        }
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an unnamed Unix socket address cannot be bound or connected to",
+        ))
+    }
+
+    /// `prefix`, `name`, then `nul` zero bytes in `sun_path`.
+    fn with_name(prefix: &[u8], name: &[u8], nul: usize) -> io::Result<UnixSockaddr> {
+        // SAFETY: sockaddr_un is plain old data; all zeroes is valid (and
+        // supplies the trailing NUL).
+        let mut addr: libc::sockaddr_un = unsafe { mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let used = prefix.len() + name.len();
+        if used + nul > addr.sun_path.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "Unix socket address must be shorter than SUN_LEN ({} bytes)",
+                    addr.sun_path.len()
+                ),
+            ));
+        }
+        for (slot, &byte) in addr.sun_path.iter_mut().zip(prefix.iter().chain(name)) {
+            *slot = byte as libc::c_char;
+        }
+        let len = mem::offset_of!(libc::sockaddr_un, sun_path) + used + nul;
+        Ok(UnixSockaddr {
+            addr,
+            len: len as libc::socklen_t,
+        })
+    }
+}
+
+/// `bind(2)` to a Unix-domain address.
+pub(crate) fn bind_unix(fd: RawFd, addr: &UnixSockaddr) -> io::Result<()> {
+    // SAFETY: `addr.addr` is a valid sockaddr_un, meaningful for `addr.len`
+    // bytes; bind only reads it.
+    cvt(unsafe { libc::bind(fd, (&raw const addr.addr).cast(), addr.len) }).map(drop)
+}
+
+/// Connects a Unix-domain stream socket without waiting: Ok(true) if
+/// connected, Ok(false) if the listener's backlog is full (`EAGAIN`:
+/// nothing was started, try again later).
+pub(crate) fn connect_unix(fd: RawFd, addr: &UnixSockaddr) -> io::Result<bool> {
+    loop {
+        // SAFETY: as in `bind_unix`; connect only reads the address.
+        let r = unsafe { libc::connect(fd, (&raw const addr.addr).cast(), addr.len) };
+        if r == 0 {
+            return Ok(true);
+        }
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            Some(libc::EAGAIN) => return Ok(false),
+            Some(libc::EINTR) => continue,
+            _ => return Err(error),
+        }
+    }
+}
+
+/// `sendto(2)` a Unix-domain address, with `MSG_NOSIGNAL`.
+pub(crate) fn send_to_unix(fd: RawFd, buf: &[u8], addr: &UnixSockaddr) -> io::Result<usize> {
+    // SAFETY: sendto reads at most `buf.len()` bytes from `buf` and
+    // `addr.len` bytes of the valid sockaddr_un.
+    let n = unsafe {
+        libc::sendto(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+            (&raw const addr.addr).cast(),
+            addr.len,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Accepts one connection on a Unix-domain listener: a non-blocking,
+/// close-on-exec socket, and the peer's address as the kernel wrote it
+/// (see `unix_addr_from_raw`).
+pub(crate) fn accept_unix(fd: RawFd) -> io::Result<(OwnedFd, libc::sockaddr_un, libc::socklen_t)> {
+    let mut addr = MaybeUninit::<libc::sockaddr_un>::zeroed();
+    let mut len = mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: accept4 writes at most `len` bytes of address into `addr`; a
+    // non-negative result is a fresh fd that we wrap at once. A zeroed
+    // sockaddr_un is valid whatever the kernel wrote into it.
+    unsafe {
+        let new = cvt(libc::accept4(
+            fd,
+            addr.as_mut_ptr().cast(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        ))?;
+        Ok((OwnedFd::from_raw_fd(new), addr.assume_init(), len))
+    }
+}
+
+/// The std `SocketAddr` of a `sockaddr_un` of `len` bytes the kernel wrote
+/// (read as std reads one: no name is unnamed, a leading NUL an abstract
+/// name, else a path up to its NUL). Fails only for a path std cannot hold
+/// (108 bytes, no NUL); `getpeername` through std is the fallback.
+pub(crate) fn unix_addr_from_raw(
+    addr: &libc::sockaddr_un,
+    len: libc::socklen_t,
+) -> io::Result<UnixAddr> {
+    let name_len = (len as usize)
+        .saturating_sub(mem::offset_of!(libc::sockaddr_un, sun_path))
+        .min(addr.sun_path.len());
+    // SAFETY: c_char and u8 have the same size and alignment; the slice
+    // covers the array it is made from.
+    let path: &[u8] =
+        unsafe { std::slice::from_raw_parts(addr.sun_path.as_ptr().cast(), name_len) };
+    match path.first() {
+        None => unnamed_unix_addr(),
+        Some(0) => UnixAddr::from_abstract_name(&path[1..]),
+        Some(_) => {
+            let end = path.iter().position(|&b| b == 0).unwrap_or(path.len());
+            UnixAddr::from_pathname(Path::new(OsStr::from_bytes(&path[..end])))
+        }
+    }
+}
+
+/// An unnamed Unix socket address (what an unbound peer has). std offers no
+/// constructor for one, so the first call takes it from an unbound socket
+/// and later calls clone that.
+pub(crate) fn unnamed_unix_addr() -> io::Result<UnixAddr> {
+    static UNNAMED: OnceLock<UnixAddr> = OnceLock::new();
+    if let Some(addr) = UNNAMED.get() {
+        return Ok(addr.clone());
+    }
+    let addr = std::os::unix::net::UnixDatagram::unbound()?.local_addr()?;
+    debug_assert!(addr.is_unnamed());
+    Ok(UNNAMED.get_or_init(|| addr).clone())
+}
+
+/// A connected pair of non-blocking, close-on-exec Unix-domain sockets of
+/// type `kind`.
+pub(crate) fn socketpair(kind: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds: [libc::c_int; 2] = [-1; 2];
+    // SAFETY: socketpair writes two fresh fds into `fds` on success; we
+    // wrap (and so own) them at once.
+    unsafe {
+        cvt(libc::socketpair(
+            libc::AF_UNIX,
+            kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        ))?;
+        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
+    }
+}
+
+/// Whether the read side of socket `fd` is shut down (`POLLRDHUP`).
+pub(crate) fn read_shut_down(fd: RawFd) -> io::Result<bool> {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut pollfd, 1, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pollfd.revents & libc::POLLRDHUP != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `unix_addr_from_raw` makes of an address laid out by
+    /// `UnixSockaddr`, as the kernel would hand it back.
+    fn round_trip(addr: &UnixSockaddr) -> io::Result<UnixAddr> {
+        unix_addr_from_raw(&addr.addr, addr.len)
+    }
+
+    #[test]
+    fn unix_addresses_convert_to_std_and_back() {
+        let path = Path::new("/tmp/some dir/fibra.sock");
+        let back = round_trip(&UnixSockaddr::from_path(path).unwrap()).unwrap();
+        assert_eq!(back.as_pathname(), Some(path));
+
+        let std_abstract = UnixAddr::from_abstract_name(b"fibra\0name").unwrap();
+        let back = round_trip(&UnixSockaddr::from_std(&std_abstract).unwrap()).unwrap();
+        assert_eq!(back.as_abstract_name(), Some(&b"fibra\0name"[..]));
+        assert_eq!(
+            UnixSockaddr::from_std(&std_abstract).unwrap().len as usize,
+            mem::offset_of!(libc::sockaddr_un, sun_path) + 1 + 10
+        );
+
+        // Just the family: unnamed.
+        let mut unnamed = UnixSockaddr::from_path(path).unwrap();
+        unnamed.len = mem::size_of::<libc::sa_family_t>() as libc::socklen_t;
+        assert!(round_trip(&unnamed).unwrap().is_unnamed());
+
+        // The longest path std takes: 107 bytes and the NUL.
+        let longest = "p".repeat(107);
+        let back = round_trip(&UnixSockaddr::from_path(Path::new(&longest)).unwrap()).unwrap();
+        assert_eq!(back.as_pathname(), Some(Path::new(&longest)));
+    }
+
+    #[test]
+    fn unix_addresses_std_cannot_hold_are_errors() {
+        let too_long = "p".repeat(108);
+        let error = UnixSockaddr::from_path(Path::new(&too_long)).err().unwrap();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        let error = UnixSockaddr::from_path(Path::new("a\0b")).err().unwrap();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        let unnamed = unnamed_unix_addr().unwrap();
+        assert!(unnamed.is_unnamed());
+        let error = UnixSockaddr::from_std(&unnamed).err().unwrap();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+
+        // A kernel address filling `sun_path` with no NUL (bound by code
+        // that passed the full length): std cannot hold it, the caller falls
+        // back to getpeername.
+        let mut full = UnixSockaddr::from_path(Path::new("p")).unwrap();
+        full.addr.sun_path.fill(b'p' as libc::c_char);
+        full.len = mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        assert!(round_trip(&full).is_err());
     }
 }
