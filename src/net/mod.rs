@@ -143,7 +143,11 @@ impl<T: AsRawFd> SocketIo<T> {
     }
 
     /// Unwraps the std socket, deregistered and back in blocking mode (what
-    /// std code expects of it).
+    /// std code expects of it). The mode belongs to the open file
+    /// description, so fibra clones (`try_clone`) of the socket see it too:
+    /// their reads, writes and sends are unaffected (they pass
+    /// `MSG_DONTWAIT`), but an `accept` on a listener's clone would then
+    /// block its worker.
     pub fn into_blocking(self) -> T {
         let SocketIo { source, inner, .. } = self;
         drop(source);

@@ -193,10 +193,16 @@ pub(crate) fn duplicate(fd: RawFd) -> io::Result<OwnedFd> {
     }
 }
 
-/// `send(2)` with `MSG_NOSIGNAL`: a closed peer is `EPIPE`, never SIGPIPE.
-pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: send reads at most `buf.len()` bytes from `buf`.
-    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+// Stream and datagram calls pass `MSG_DONTWAIT`, so they never block even
+// if the fd's own `O_NONBLOCK` flag is cleared behind our back (converting a
+// `try_clone` twin back to a std socket does that to the shared open file
+// description), and writes pass `MSG_NOSIGNAL`: a closed peer is `EPIPE`,
+// never SIGPIPE.
+
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT;
+
+/// A `ssize_t` result as a byte count or the error in `errno`.
+fn cvt_len(n: isize) -> io::Result<usize> {
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -204,7 +210,13 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
-/// Gathered `send` (`sendmsg`) with `MSG_NOSIGNAL`.
+/// `send(2)`, non-blocking and without SIGPIPE.
+pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: send reads at most `buf.len()` bytes from `buf`.
+    cvt_len(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), SEND_FLAGS) })
+}
+
+/// Gathered `send` (`sendmsg`), non-blocking and without SIGPIPE.
 pub(crate) fn send_vectored(fd: RawFd, bufs: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
     // SAFETY: msghdr is plain old data; zero is a valid empty header.
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
@@ -213,12 +225,74 @@ pub(crate) fn send_vectored(fd: RawFd, bufs: &[std::io::IoSlice<'_>]) -> io::Res
     msg.msg_iovlen = bufs.len().min(libc::c_int::MAX as usize) as _;
     // SAFETY: `msg` points to `bufs`, which outlive the call; sendmsg only
     // reads them.
-    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    cvt_len(unsafe { libc::sendmsg(fd, &msg, SEND_FLAGS) })
+}
+
+/// `sendto(2)`, non-blocking and without SIGPIPE.
+pub(crate) fn send_to(fd: RawFd, buf: &[u8], addr: &SocketAddr) -> io::Result<usize> {
+    let (storage, len) = to_sockaddr(addr);
+    // SAFETY: sendto reads at most `buf.len()` bytes from `buf` and `len`
+    // bytes of address from `storage`.
+    cvt_len(unsafe {
+        libc::sendto(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            SEND_FLAGS,
+            (&raw const storage).cast(),
+            len,
+        )
+    })
+}
+
+/// `recv(2)` with `flags` (e.g. `MSG_PEEK`), non-blocking.
+pub(crate) fn recv(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+    // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
+    cvt_len(unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            flags | libc::MSG_DONTWAIT,
+        )
+    })
+}
+
+/// Scattered `recv` (`recvmsg`), non-blocking.
+pub(crate) fn recv_vectored(fd: RawFd, bufs: &mut [std::io::IoSliceMut<'_>]) -> io::Result<usize> {
+    // SAFETY: msghdr is plain old data; zero is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    // IoSliceMut is guaranteed ABI-compatible with iovec on Unix.
+    msg.msg_iov = bufs.as_mut_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = bufs.len().min(libc::c_int::MAX as usize) as _;
+    // SAFETY: `msg` points to `bufs`, which outlive the call; recvmsg
+    // writes at most their lengths into them.
+    cvt_len(unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) })
+}
+
+/// `recvfrom(2)` with `flags`, non-blocking: the byte count and the
+/// sender's address.
+pub(crate) fn recv_from(
+    fd: RawFd,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<(usize, SocketAddr)> {
+    // SAFETY: sockaddr_storage is plain old data; all zeroes is valid.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: recvfrom writes at most `buf.len()` bytes into `buf` and at
+    // most `len` bytes of address into `storage`.
+    let n = cvt_len(unsafe {
+        libc::recvfrom(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            flags | libc::MSG_DONTWAIT,
+            (&raw mut storage).cast(),
+            &mut len,
+        )
+    })?;
+    Ok((n, from_sockaddr(&storage)?))
 }
 
 // ---------------------------------------------------------------------------

@@ -185,7 +185,8 @@ impl TcpStream {
 
     /// Reads without removing the data from the socket's queue.
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io.read(|s| s.peek(buf))
+        self.io
+            .read(|s| sys::recv(s.as_raw_fd(), buf, libc::MSG_PEEK))
     }
 
     /// Sets `TCP_NODELAY`.
@@ -294,11 +295,11 @@ impl Read for TcpStream {
 impl Read for &TcpStream {
     #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io.read(|mut s| s.read(buf))
+        self.io.read(|s| sys::recv(s.as_raw_fd(), buf, 0))
     }
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        self.io.read(|mut s| s.read_vectored(bufs))
+        self.io.read(|s| sys::recv_vectored(s.as_raw_fd(), bufs))
     }
 }
 

@@ -62,13 +62,14 @@ impl UdpSocket {
     /// and sender. A datagram longer than `buf` is cut to fit (the rest is
     /// lost), as in std.
     pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.io.read(|s| s.recv_from(buf))
+        self.io.read(|s| sys::recv_from(s.as_raw_fd(), buf, 0))
     }
 
     /// As `recv_from`, but leaves the datagram queued: the next receive
     /// returns it again.
     pub fn peek_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.io.read(|s| s.peek_from(buf))
+        self.io
+            .read(|s| sys::recv_from(s.as_raw_fd(), buf, libc::MSG_PEEK))
     }
 
     /// Sends `buf` as one datagram to `addr` (the first address it resolves
@@ -86,7 +87,7 @@ impl UdpSocket {
                 "no addresses to send data to",
             ));
         };
-        self.io.write(|s| s.send_to(buf, addr))
+        self.io.write(|s| sys::send_to(s.as_raw_fd(), buf, &addr))
     }
 
     /// Sets the socket's peer: `send` and `recv` then talk to it only, and
@@ -100,19 +101,20 @@ impl UdpSocket {
     /// Sends `buf` as one datagram to the connected peer (see `connect`),
     /// parking while the send buffer is full.
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        self.io.write(|s| s.send(buf))
+        self.io.write(|s| sys::send(s.as_raw_fd(), buf))
     }
 
     /// Receives one datagram from the connected peer, parking until one
     /// arrives. A previous datagram the peer refused (ICMP port
     /// unreachable) may surface here as `ConnectionRefused`, as in std.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io.read(|s| s.recv(buf))
+        self.io.read(|s| sys::recv(s.as_raw_fd(), buf, 0))
     }
 
     /// As `recv`, but leaves the datagram queued.
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io.read(|s| s.peek(buf))
+        self.io
+            .read(|s| sys::recv(s.as_raw_fd(), buf, libc::MSG_PEEK))
     }
 
     /// The address of the connected peer (`NotConnected` if none).

@@ -318,11 +318,11 @@ impl Read for UnixStream {
 impl Read for &UnixStream {
     #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io.read(|mut s| s.read(buf))
+        self.io.read(|s| sys::recv(s.as_raw_fd(), buf, 0))
     }
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        self.io.read(|mut s| s.read_vectored(bufs))
+        self.io.read(|s| sys::recv_vectored(s.as_raw_fd(), bufs))
     }
 }
 
