@@ -76,6 +76,10 @@ pub(crate) struct Pool {
     pending: AtomicUsize,
     /// Threads polling `pending` instead of sleeping on `work`.
     spinning: AtomicUsize,
+    /// Jobs submitted and not finished: while there are some, an idle
+    /// worker expects a coroutine to be woken soon and polls briefly
+    /// instead of sleeping (src/runtime/worker.rs).
+    in_flight: AtomicUsize,
     max_threads: usize,
     idle_timeout: Duration,
     thread_name: String,
@@ -93,6 +97,7 @@ impl Pool {
             work: Condvar::new(),
             pending: AtomicUsize::new(0),
             spinning: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
             max_threads: max_threads.max(1),
             idle_timeout,
             thread_name,
@@ -112,8 +117,14 @@ impl Pool {
         }
     }
 
+    /// Whether jobs are queued or running.
+    pub(crate) fn has_jobs_in_flight(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) != 0
+    }
+
     /// Queues a job, waking or starting a thread for it.
     fn submit(self: &Arc<Pool>, job: Job) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
         let mut state = self.lock();
         state.queue.push_back(job);
         self.pending.fetch_add(1, Ordering::SeqCst);
@@ -146,6 +157,7 @@ impl Pool {
                     drop(state);
                     if let Some(job) = job {
                         job();
+                        self.in_flight.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
             }
@@ -160,6 +172,7 @@ impl Pool {
                 self.pending.fetch_sub(1, Ordering::SeqCst);
                 drop(state);
                 job();
+                self.in_flight.fetch_sub(1, Ordering::Relaxed);
                 self.spin_for_work();
                 state = self.lock();
                 continue;

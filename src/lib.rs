@@ -17,6 +17,12 @@
 //!   workers while the calling coroutine is parked;
 //! - [`fs`] — `std::fs` for coroutines: files and directories whose calls
 //!   run on the syscall threads, in bounded chunks.
+//! - [`io`] — the epoll poller (one per worker; an idle worker sleeps in
+//!   its `epoll_wait`) and [`io::Pollable`], which makes any pollable fd park
+//!   coroutines instead of blocking;
+//! - [`net`] — `std::net` for coroutines: `TcpListener`, `TcpStream`,
+//!   `UdpSocket` and the Unix sockets, whose calls park the coroutine on
+//!   `EAGAIN` until the socket is ready.
 //!
 //! ```
 //! let handles: Vec<_> = (0..1000u64).map(|i| fibra::spawn(move || i * 2)).collect();
@@ -36,6 +42,8 @@ mod arch;
 pub mod blocking;
 pub mod coroutine;
 pub mod fs;
+pub mod io;
+pub mod net;
 mod runtime;
 pub mod stack;
 

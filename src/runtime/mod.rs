@@ -126,7 +126,7 @@ impl RuntimeBuilder {
             workers: deques
                 .iter()
                 .map(|d| WorkerShared::new(d.stealer()))
-                .collect(),
+                .collect::<io::Result<_>>()?,
             injector: Injector::new(),
             idle: Mutex::new(Vec::with_capacity(n)),
             n_idle: AtomicUsize::new(0),
@@ -151,10 +151,6 @@ impl RuntimeBuilder {
                     let worker = worker::Worker::new(index, shared, deque);
                     worker.run();
                 })?;
-            // Set before any task can be queued for this worker by a wake.
-            let _ = runtime.shared.workers[index]
-                .thread
-                .set(thread.thread().clone());
             runtime.threads.push(thread);
         }
         Ok(runtime)
@@ -501,6 +497,30 @@ pub(crate) fn park_waiting_uncancelled(done: impl Fn() -> bool) {
             }
         }
     }
+}
+
+/// Whether the caller runs inside a coroutine (as opposed to a plain thread).
+pub(crate) fn in_coroutine() -> bool {
+    current_task().is_some()
+}
+
+/// Parks the calling coroutine until unparked or `deadline`; true if the
+/// deadline ended the park. A cancellation point. Must be called in a
+/// coroutine (see `in_coroutine`).
+pub(crate) fn park_until(deadline: Option<Instant>) -> bool {
+    let task = current_task().expect("park_until is called in a coroutine");
+    match deadline {
+        None => {
+            park_task_untimed(task);
+            false
+        }
+        Some(_) => park_task(task, deadline),
+    }
+}
+
+/// The poller of the calling thread's worker; None on a plain thread.
+pub(crate) fn current_poller() -> Option<Arc<crate::io::Poller>> {
+    current_worker().map(|worker| Arc::clone(&worker.shared.workers[worker.index].poller))
 }
 
 /// Unwinds the calling coroutine here if it has been cancelled.

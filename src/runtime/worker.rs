@@ -35,15 +35,22 @@
 //!
 //! A worker with nothing to do spins briefly (at most half the workers spin at
 //! once) checking the shared sources, then sleeps: it enters the idle list and
-//! sets its `sleeping` flag, re-checks every source, and parks its thread
-//! until its next timer deadline. Work that any worker could run (a spawn)
-//! wakes one idle worker, and only when no worker is spinning; a wake for a
-//! started task wakes its home worker if it sleeps. Each side writes, fences
-//! (SeqCst), then reads the other side's word, and the thread park token
-//! absorbs a wake that lands between the re-check and the park: no wake is
-//! lost and no one polls. (The sockets layer will replace the thread park
-//! with the poller's `epoll_wait`; `Worker::sleep_unless` is the one place
-//! to change.)
+//! sets its `sleeping` flag, re-checks every source, and sleeps in its
+//! poller's `epoll_wait` (src/io/poller.rs) until an fd it watches is ready,
+//! its next timer deadline passes, or another thread writes its eventfd.
+//! Work that any worker could run (a spawn) wakes one idle worker, and only
+//! when no worker is spinning; a wake for a started task wakes its home
+//! worker if it sleeps. Each side writes, fences (SeqCst), then reads the
+//! other side's word, and the eventfd stays readable for a wake that lands
+//! between the re-check and the `epoll_wait`: no wake is lost and no one
+//! polls.
+//!
+//! # I/O readiness
+//!
+//! The worker's poller is also polled without blocking when the run queues
+//! are empty (before stealing, as Go's `findrunnable` calls `netpoll(0)`)
+//! and at every fairness check, if any fd is registered with it: coroutines
+//! whose sockets became ready join the local queue.
 //!
 //! # Shutdown
 //!
@@ -55,14 +62,14 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
-use std::sync::{Arc, OnceLock};
-use std::thread::Thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker as Deque};
 
 use crate::coroutine::CoroutineResult;
+use crate::io::Poller;
 
 use super::Shared;
 use super::task::{NO_HOME, Suspend, Task};
@@ -80,24 +87,25 @@ pub(crate) struct WorkerShared {
     pub inbox: Injector<Arc<Task>>,
     pub stealer: Stealer<Arc<Task>>,
     pub sleeping: AtomicBool,
-    pub thread: OnceLock<Thread>,
+    /// The worker's epoll instance: where it sleeps, and where the fds its
+    /// coroutines wait on are registered.
+    pub poller: Arc<Poller>,
 }
 
 impl WorkerShared {
-    pub fn new(stealer: Stealer<Arc<Task>>) -> WorkerShared {
-        WorkerShared {
+    pub fn new(stealer: Stealer<Arc<Task>>) -> std::io::Result<WorkerShared> {
+        Ok(WorkerShared {
             inbox: Injector::new(),
             stealer,
             sleeping: AtomicBool::new(false),
-            thread: OnceLock::new(),
-        }
+            poller: Arc::new(Poller::new()?),
+        })
     }
 
-    /// Wakes the worker's thread (a no-op before it has started).
+    /// Wakes the worker's thread from its sleep in `epoll_wait` (or makes
+    /// its next sleep return at once).
     pub fn wake(&self) {
-        if let Some(thread) = self.thread.get() {
-            thread.unpark();
-        }
+        self.poller.notify();
     }
 }
 
@@ -235,6 +243,7 @@ impl Worker {
             self.run_task(task);
         }
         self.timers.borrow_mut().clear();
+        self.poller().close();
         WORKER.with(|w| w.set(std::ptr::null()));
     }
 
@@ -293,6 +302,7 @@ impl Worker {
         if tick.is_multiple_of(FAIRNESS_INTERVAL) {
             self.drain_inbox();
             self.fire_timers();
+            self.poll_io();
             if let Some(task) = self.steal_global() {
                 return Some(task);
             }
@@ -368,7 +378,7 @@ impl Worker {
                 self.stop_spinning(true);
                 return Some(task);
             }
-            if !self.spinning.get() && self.start_spinning() {
+            if !self.spinning.get() && self.work_expected_soon() && self.start_spinning() {
                 // Between looks, yield the CPU rather than spin on it: the
                 // thread that will hand us work (a syscall thread finishing
                 // a job, another worker) may share this CPU. Alone on it,
@@ -388,12 +398,24 @@ impl Worker {
 
     /// One look at every source of work, in order.
     fn poll_sources(&self) -> Option<Arc<Task>> {
-        if self.drain_inbox() + self.fire_timers() > 0
-            && let Some(task) = self.pop_ready()
-        {
-            return Some(task);
+        self.drain_inbox();
+        self.fire_timers();
+        self.poll_io();
+        self.pop_ready()
+            .or_else(|| self.steal_global())
+            .or_else(|| self.steal_others())
+    }
+
+    fn poller(&self) -> &Poller {
+        &self.shared.workers[self.index].poller
+    }
+
+    /// Wakes the coroutines whose fds are ready, without blocking.
+    fn poll_io(&self) {
+        let poller = self.poller();
+        if poller.has_registrations() {
+            poller.poll(Some(Duration::ZERO));
         }
-        self.steal_global().or_else(|| self.steal_others())
     }
 
     /// The next task to run once the runtime is shutting down, or None when
@@ -526,6 +548,17 @@ impl Worker {
             || shared.shutdown.load(Ordering::Acquire)
     }
 
+    /// Whether work is likely to arrive within microseconds, so that
+    /// polling for it beats a sleep and a wake: a syscall thread is running
+    /// a job for a coroutine, or another worker is busy (it may spawn or
+    /// wake). Socket readiness is not a reason: the sleep is `epoll_wait`,
+    /// which wakes on it directly, and polling for it would cost a server
+    /// CPU on every idle moment.
+    fn work_expected_soon(&self) -> bool {
+        self.shared.blocking.has_jobs_in_flight()
+            || self.shared.n_idle.load(Ordering::Relaxed) + 1 < self.shared.workers.len()
+    }
+
     /// Becomes a spinning worker unless half the workers already spin.
     fn start_spinning(&self) -> bool {
         let shared = &self.shared;
@@ -574,9 +607,10 @@ impl Worker {
 
     /// The one place a worker thread sleeps in the kernel: publishes
     /// `sleeping`, then (after a SeqCst fence, so a waker that pushed first
-    /// is seen here, and one that pushes later sees `sleeping`) sleeps until
-    /// woken or until the next timer deadline, unless a timer is already due
-    /// or `work_waiting()` says there is something to do.
+    /// is seen here, and one that pushes later sees `sleeping`) sleeps in
+    /// `epoll_wait` until woken, an fd is ready or the next timer deadline,
+    /// unless a timer is already due or `work_waiting()` says there is
+    /// something to do. Coroutines whose fds became ready are queued.
     fn sleep_unless(&self, work_waiting: impl Fn() -> bool) {
         let me = &self.shared.workers[self.index];
         me.sleeping.store(true, Ordering::SeqCst);
@@ -584,12 +618,8 @@ impl Worker {
         let deadline = self.timers.borrow_mut().next_deadline();
         let due = deadline.is_some_and(|d| d <= Instant::now());
         if !due && !work_waiting() {
-            match deadline {
-                Some(deadline) => {
-                    std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()))
-                }
-                None => std::thread::park(),
-            }
+            let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            self.poller().poll(timeout);
         }
         me.sleeping.store(false, Ordering::SeqCst);
     }

@@ -1,0 +1,35 @@
+//! Readiness-based I/O: the epoll poller and fds that park coroutines.
+//!
+//! - `poller.rs` — `Poller`: one epoll instance per worker, which is also
+//!   where an idle worker sleeps;
+//! - `source.rs` — `Source`: a non-blocking fd's readiness state, and the
+//!   wait that parks a coroutine on `EAGAIN` until the poller sees the fd
+//!   ready (no event lost between the two);
+//! - `pollable.rs` — [`Pollable`]: the public wrapper that brings any
+//!   pollable fd (a pipe, an eventfd, a timerfd, a tty, a socket of your
+//!   own) to coroutines.
+//!
+//! # Why one epoll per worker
+//!
+//! A started coroutine never leaves its home worker (DESIGN, "Home
+//! worker"), so an fd is registered on the epoll of the worker whose
+//! coroutine first waits on it: its readiness event is read by the very
+//! thread that will run the coroutine, which joins the local run queue with
+//! no cross-thread hand-off, no lock shared between workers and no eventfd
+//! write. Go's single epoll, polled by whichever worker is idle, would hand
+//! most events to a worker that must pass them on to the coroutine's home
+//! (an inbox push and a wake per event). With one worker (the measured
+//! server configuration) the two are the same, so the per-worker choice
+//! costs nothing there and saves the hop with more workers. What it gives
+//! up: a worker that runs a coroutine which never parks does not poll its
+//! epoll meanwhile, so its sockets wait (coroutines are not preempted, so
+//! its other coroutines wait too).
+
+mod pollable;
+mod poller;
+mod source;
+
+pub use pollable::Pollable;
+pub(crate) use pollable::{poll_now, set_nonblocking};
+pub(crate) use poller::Poller;
+pub(crate) use source::{Direction, Source};

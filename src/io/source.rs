@@ -1,0 +1,291 @@
+//! `Source`: one non-blocking fd as the poller sees it, and the wait that
+//! parks a coroutine until the fd is ready.
+//!
+//! # The readiness protocol (no lost events)
+//!
+//! Each direction (read, write) has a sequence number, bumped by the poller
+//! on every edge-triggered event for that direction, and a queue of waiting
+//! coroutines. `Source::io` reads the sequence number, tries the system
+//! call, and on `EAGAIN` calls `wait`, which under the state's lock checks
+//! whether the number moved (an event arrived after the snapshot: retry at
+//! once) and otherwise queues the coroutine and parks it. The poller bumps the
+//! number and wakes the queue under the same lock, so an event is either
+//! seen by the check or finds the coroutine queued: it is never lost between
+//! the `EAGAIN` and the park. (Go's `pollDesc` has one waiter slot per
+//! direction and serialises users with a lock on the fd; here a queue lets
+//! several coroutines wait on one socket, e.g. acceptors on one listener.)
+//!
+//! Every waiter of a direction is woken by an event: with edge triggering,
+//! waking one could leave a second pending connection or datagram unnoticed
+//! if the woken coroutine takes only one. The losers find `EAGAIN` again
+//! and re-queue.
+//!
+//! # Registration
+//!
+//! An fd joins an epoll set the first time a coroutine has to wait on it,
+//! on the epoll of that coroutine's worker (a socket is often created by
+//! one coroutine, an acceptor, and used by another that may start on
+//! another worker; registering where the first wait happens puts the
+//! events where the coroutine lives). It stays there; a later waiter on
+//! another worker is woken through that worker's inbox. If the registering
+//! runtime is dropped, the next wait registers again. Dropping the `Source`
+//! deregisters it.
+//!
+//! On a plain thread (not a coroutine) a wait is `poll(2)` on the fd.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::poller::Poller;
+use crate::runtime::{self, Coroutine};
+
+/// Which readiness a call waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Read = 0,
+    Write = 1,
+}
+
+/// The readiness state of one fd, shared by its `Source` and (through the
+/// epoll data pointer) the poller it is registered with.
+pub(crate) struct FdState {
+    /// Bumped on every event for the direction (see the module docs).
+    seq: [AtomicU32; 2],
+    waiting: Mutex<Waiting>,
+}
+
+struct Waiting {
+    /// Where the fd is registered, if anywhere yet.
+    poller: Option<Arc<Poller>>,
+    queues: [VecDeque<Coroutine>; 2],
+}
+
+impl FdState {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Called by the poller for an epoll event: wakes the waiters of each
+    /// direction the event concerns.
+    pub fn ready(&self, events: u32) {
+        let read = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        let write = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        let mut waiting = self.lock();
+        for (direction, mask) in [(Direction::Read, read), (Direction::Write, write)] {
+            if events & mask != 0 {
+                self.seq[direction as usize].fetch_add(1, Ordering::Release);
+                for waiter in waiting.queues[direction as usize].drain(..) {
+                    waiter.unpark();
+                }
+            }
+        }
+    }
+}
+
+/// A non-blocking fd and its readiness state. Does not own the fd: the
+/// owner drops the `Source` (which deregisters it) before closing the fd.
+pub(crate) struct Source {
+    fd: RawFd,
+    state: Arc<FdState>,
+}
+
+impl Source {
+    /// Wraps `fd`, which must already be in non-blocking mode.
+    pub fn new(fd: RawFd) -> Source {
+        Source {
+            fd,
+            state: Arc::new(FdState {
+                seq: [AtomicU32::new(0), AtomicU32::new(0)],
+                waiting: Mutex::new(Waiting {
+                    poller: None,
+                    queues: [VecDeque::new(), VecDeque::new()],
+                }),
+            }),
+        }
+    }
+
+    /// Runs the non-blocking `op` until it does not fail with `WouldBlock`,
+    /// parking between tries until the fd is ready in `direction`. With a
+    /// `timeout`, gives up with `WouldBlock` (as std's socket timeouts do)
+    /// once it has passed.
+    #[inline]
+    pub fn io<R>(
+        &self,
+        direction: Direction,
+        timeout: Option<Duration>,
+        mut op: impl FnMut() -> io::Result<R>,
+    ) -> io::Result<R> {
+        let mut deadline = None;
+        loop {
+            let seq = self.state.seq[direction as usize].load(Ordering::Acquire);
+            match op() {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                result => return result,
+            }
+            if let Some(timeout) = timeout {
+                let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+                if !self.wait(direction, seq, Some(deadline))? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        format!(
+                            "{} timed out after {timeout:?}",
+                            match direction {
+                                Direction::Read => "read",
+                                Direction::Write => "write",
+                            }
+                        ),
+                    ));
+                }
+            } else {
+                self.wait(direction, seq, None)?;
+            }
+        }
+    }
+
+    /// Waits until the fd may be ready in `direction` — an event came after
+    /// sequence number `seq` was read — or until `deadline`. Returns false
+    /// if the deadline passed first. May return true spuriously.
+    pub fn wait(
+        &self,
+        direction: Direction,
+        seq: u32,
+        deadline: Option<Instant>,
+    ) -> io::Result<bool> {
+        if !runtime::in_coroutine() {
+            return poll_fd(self.fd, direction, deadline);
+        }
+        let d = direction as usize;
+        let me = runtime::current();
+        let id = me.id();
+        {
+            let mut waiting = self.state.lock();
+            if self.state.seq[d].load(Ordering::Acquire) != seq {
+                return Ok(true);
+            }
+            self.ensure_registered(&mut waiting)?;
+            waiting.queues[d].push_back(me);
+        }
+        // Leaves the queue if the park ends by timeout or cancellation (an
+        // event empties the queue itself).
+        let dequeue = Dequeue {
+            state: &self.state,
+            direction: d,
+            seq,
+            id,
+        };
+        let timed_out = runtime::park_until(deadline);
+        drop(dequeue);
+        Ok(!timed_out || self.state.seq[d].load(Ordering::Acquire) != seq)
+    }
+
+    /// Registers the fd with the current worker's poller unless it is
+    /// registered with a live one already.
+    fn ensure_registered(&self, waiting: &mut Waiting) -> io::Result<()> {
+        if waiting.poller.as_ref().is_some_and(|p| !p.is_closed()) {
+            return Ok(());
+        }
+        let poller = runtime::current_poller().expect("a coroutine runs on a worker");
+        if let Some(old) = waiting.poller.take() {
+            old.deregister(self.fd, Arc::clone(&self.state), false);
+        }
+        poller.register(self.fd, &self.state).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EPERM) {
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!(
+                        "fd {} cannot be polled (epoll refuses regular files and directories)",
+                        self.fd
+                    ),
+                )
+            } else {
+                e
+            }
+        })?;
+        waiting.poller = Some(poller);
+        Ok(())
+    }
+
+    /// The readiness sequence number of `direction`, to pass to `wait`
+    /// after a try that would block.
+    pub fn seq(&self, direction: Direction) -> u32 {
+        self.state.seq[direction as usize].load(Ordering::Acquire)
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        let Some(poller) = self.state.lock().poller.take() else {
+            return;
+        };
+        let on_poller_thread = runtime::current_poller().is_some_and(|p| Arc::ptr_eq(&p, &poller));
+        poller.deregister(self.fd, Arc::clone(&self.state), on_poller_thread);
+    }
+}
+
+/// Removes a waiter from its queue when its park ended without an event.
+struct Dequeue<'a> {
+    state: &'a FdState,
+    direction: usize,
+    seq: u32,
+    id: u64,
+}
+
+impl Drop for Dequeue<'_> {
+    fn drop(&mut self) {
+        // An event since the snapshot drained the queue (under the lock, in
+        // the same step as the bump): nothing to remove.
+        if self.state.seq[self.direction].load(Ordering::Acquire) != self.seq {
+            return;
+        }
+        let mut waiting = self.state.lock();
+        waiting.queues[self.direction].retain(|w| w.id() != self.id);
+    }
+}
+
+/// Blocks the calling thread in `poll(2)` until `fd` is ready in
+/// `direction` or `deadline` passes (false).
+fn poll_fd(fd: RawFd, direction: Direction, deadline: Option<Instant>) -> io::Result<bool> {
+    let events = match direction {
+        Direction::Read => libc::POLLIN | libc::POLLRDHUP,
+        Direction::Write => libc::POLLOUT,
+    };
+    loop {
+        let timeout_ms = match deadline {
+            None => -1,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(false);
+                }
+                left.as_nanos()
+                    .div_ceil(1_000_000)
+                    .min(libc::c_int::MAX as u128) as libc::c_int
+            }
+        };
+        let mut pollfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut pollfd, 1, timeout_ms) };
+        if n > 0 {
+            return Ok(true);
+        }
+        if n < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() != io::ErrorKind::Interrupted {
+                return Err(error);
+            }
+        }
+    }
+}

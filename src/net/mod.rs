@@ -1,0 +1,293 @@
+//! Sockets for coroutines, mirroring `std::net` (and
+//! `std::os::unix::net`): the same types and methods, but a call that would
+//! block parks the calling coroutine, not its worker thread.
+//!
+//! Each type wraps the std socket, in non-blocking mode, with a `Source`
+//! (src/io/source.rs): a call tries the system call, and on `EAGAIN` parks
+//! until the worker's epoll reports the socket ready. On a plain thread,
+//! every call works too, by blocking that thread in `poll(2)`.
+//!
+//! - `tcp.rs` — `TcpListener`, `TcpStream`;
+//! - `udp.rs` — `UdpSocket`;
+//! - `unix.rs` — `UnixListener`, `UnixStream`, `UnixDatagram`;
+//! - `sys.rs` — the raw calls std does not offer in non-blocking form
+//!   (`connect` without waiting, `accept4`, sockaddr conversions);
+//! - here: `SocketIo`, what every socket type shares (its `Source`,
+//!   timeouts, non-blocking mode), and name resolution.
+//!
+//! Writes never raise SIGPIPE (they use `MSG_NOSIGNAL`): writing to a
+//! closed peer is an `EPIPE` error (`ErrorKind::BrokenPipe`).
+//!
+//! Name resolution (`ToSocketAddrs` with a host name) runs on the syscall
+//! threads (`fibra::blocking`), never on a worker; socket addresses and IP
+//! addresses resolve in place.
+
+/// The std-style conversions every socket type has: from and to its std
+/// type, `OwnedFd` and raw fds, plus `AsRawFd`, `AsFd` and `Debug`. The
+/// type must have a `from_nonblocking(std type)` constructor and an `io:
+/// SocketIo<std type>` field.
+macro_rules! conversions {
+    ($fibra:ident, $std:ty) => {
+        impl From<$std> for $fibra {
+            /// Adopts a std socket, switching it to non-blocking mode.
+            fn from(socket: $std) -> $fibra {
+                // fcntl cannot fail on an open socket; were the fd invalid,
+                // every later call would report EBADF.
+                let _ = $crate::io::set_nonblocking(socket.as_raw_fd(), true);
+                $fibra::from_nonblocking(socket)
+            }
+        }
+
+        impl From<$fibra> for $std {
+            /// Gives the socket back to std, in blocking mode.
+            fn from(socket: $fibra) -> $std {
+                socket.io.into_blocking()
+            }
+        }
+
+        impl From<OwnedFd> for $fibra {
+            fn from(fd: OwnedFd) -> $fibra {
+                $fibra::from(<$std>::from(fd))
+            }
+        }
+
+        impl From<$fibra> for OwnedFd {
+            /// The fd, deregistered, still in non-blocking mode.
+            fn from(socket: $fibra) -> OwnedFd {
+                OwnedFd::from(socket.io.into_inner())
+            }
+        }
+
+        impl FromRawFd for $fibra {
+            /// # Safety
+            /// `fd` must be an open socket of the right type, owned by nobody
+            /// else.
+            unsafe fn from_raw_fd(fd: RawFd) -> $fibra {
+                // SAFETY: the caller hands over ownership of an open socket.
+                $fibra::from(unsafe { <$std>::from_raw_fd(fd) })
+            }
+        }
+
+        impl IntoRawFd for $fibra {
+            /// The fd, deregistered, still in non-blocking mode.
+            fn into_raw_fd(self) -> RawFd {
+                self.io.into_inner().into_raw_fd()
+            }
+        }
+
+        impl AsRawFd for $fibra {
+            fn as_raw_fd(&self) -> RawFd {
+                self.io.get().as_raw_fd()
+            }
+        }
+
+        impl AsFd for $fibra {
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.io.get().as_fd()
+            }
+        }
+
+        impl fmt::Debug for $fibra {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(self.io.get(), f)
+            }
+        }
+    };
+}
+
+mod sys;
+mod tcp;
+// mod udp;
+// mod unix;
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::io::{Direction, Source};
+
+pub use tcp::{Incoming, TcpListener, TcpStream};
+
+/// What every fibra socket holds: the std socket (non-blocking), its
+/// readiness `Source`, and the std-style options that change how calls
+/// wait.
+pub(crate) struct SocketIo<T: AsRawFd> {
+    // Dropped before `inner`: deregisters the fd before it is closed.
+    source: Source,
+    inner: T,
+    /// Read and write timeouts in nanoseconds; 0 means none.
+    read_timeout: AtomicU64,
+    write_timeout: AtomicU64,
+    /// `set_nonblocking(true)`: calls return `WouldBlock` instead of parking.
+    nonblocking: AtomicBool,
+}
+
+impl<T: AsRawFd> SocketIo<T> {
+    /// Wraps `inner`, whose fd must already be non-blocking.
+    pub fn new(inner: T) -> SocketIo<T> {
+        SocketIo {
+            source: Source::new(inner.as_raw_fd()),
+            inner,
+            read_timeout: AtomicU64::new(0),
+            write_timeout: AtomicU64::new(0),
+            nonblocking: AtomicBool::new(false),
+        }
+    }
+
+    pub fn get(&self) -> &T {
+        &self.inner
+    }
+
+    /// Unwraps the std socket, deregistered and back in blocking mode (what
+    /// std code expects of it).
+    pub fn into_blocking(self) -> T {
+        let SocketIo { source, inner, .. } = self;
+        drop(source);
+        let _ = crate::io::set_nonblocking(inner.as_raw_fd(), false);
+        inner
+    }
+
+    /// Unwraps the std socket, deregistered and still non-blocking.
+    pub fn into_inner(self) -> T {
+        let SocketIo { source, inner, .. } = self;
+        drop(source);
+        inner
+    }
+
+    /// Runs a non-blocking read-side `op`, parking until the socket is
+    /// readable when it would block (up to the read timeout).
+    #[inline]
+    pub fn read<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        self.io(Direction::Read, &self.read_timeout, op)
+    }
+
+    /// As `read`, for the write side.
+    #[inline]
+    pub fn write<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        self.io(Direction::Write, &self.write_timeout, op)
+    }
+
+    #[inline]
+    fn io<R>(
+        &self,
+        direction: Direction,
+        timeout: &AtomicU64,
+        mut op: impl FnMut(&T) -> io::Result<R>,
+    ) -> io::Result<R> {
+        if self.nonblocking.load(Ordering::Relaxed) {
+            return op(&self.inner);
+        }
+        let timeout = match timeout.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        };
+        self.source.io(direction, timeout, || op(&self.inner))
+    }
+
+    /// The readiness state, for waits that are not a plain retry loop
+    /// (`connect`).
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        store_timeout(&self.read_timeout, timeout)
+    }
+
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        store_timeout(&self.write_timeout, timeout)
+    }
+
+    pub fn read_timeout(&self) -> Option<Duration> {
+        load_timeout(&self.read_timeout)
+    }
+
+    pub fn write_timeout(&self) -> Option<Duration> {
+        load_timeout(&self.write_timeout)
+    }
+
+    /// std's `set_nonblocking`: with `true`, calls that would block return
+    /// `WouldBlock` instead of parking. (The fd itself is always
+    /// non-blocking.)
+    pub fn set_nonblocking(&self, nonblocking: bool) {
+        self.nonblocking.store(nonblocking, Ordering::Relaxed);
+    }
+
+    pub fn is_nonblocking(&self) -> bool {
+        self.nonblocking.load(Ordering::Relaxed)
+    }
+}
+
+fn store_timeout(slot: &AtomicU64, timeout: Option<Duration>) -> io::Result<()> {
+    let nanos = match timeout {
+        None => 0,
+        Some(t) if t.is_zero() => {
+            // As std: a zero timeout is an error, not "no timeout".
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot set a 0 duration timeout",
+            ));
+        }
+        Some(t) => t.as_nanos().clamp(1, u64::MAX as u128) as u64,
+    };
+    slot.store(nanos, Ordering::Relaxed);
+    Ok(())
+}
+
+fn load_timeout(slot: &AtomicU64) -> Option<Duration> {
+    match slot.load(Ordering::Relaxed) {
+        0 => None,
+        nanos => Some(Duration::from_nanos(nanos)),
+    }
+}
+
+/// Resolves `addr` as `ToSocketAddrs` does, on a syscall thread when it may
+/// need a name lookup (a host name), so the worker never blocks on DNS.
+/// std's impls for socket and IP address types never look anything up and
+/// resolve in place.
+pub(crate) fn resolve<A: ToSocketAddrs + Send>(addr: A) -> io::Result<Vec<SocketAddr>> {
+    if resolves_without_lookup::<A>() || !crate::runtime::in_coroutine() {
+        return Ok(addr.to_socket_addrs()?.collect());
+    }
+    crate::blocking::unblock_scoped(move || addr.to_socket_addrs().map(Iterator::collect))
+}
+
+/// Whether `A` is one of std's `ToSocketAddrs` types that convert without a
+/// lookup (no host name involved).
+fn resolves_without_lookup<A>() -> bool {
+    let name = std::any::type_name::<A>();
+    let name = name.trim_start_matches('&');
+    [
+        "core::net::socket_addr::SocketAddr",
+        "core::net::socket_addr::SocketAddrV4",
+        "core::net::socket_addr::SocketAddrV6",
+        "(core::net::ip_addr::IpAddr, u16)",
+        "(core::net::ip_addr::Ipv4Addr, u16)",
+        "(core::net::ip_addr::Ipv6Addr, u16)",
+        "[core::net::socket_addr::SocketAddr]",
+    ]
+    .contains(&name)
+}
+
+/// Tries each address in turn with `f`, returning the first success or the
+/// last error (as std's `bind`/`connect` do for several addresses).
+pub(crate) fn each_addr<R>(
+    addrs: &[SocketAddr],
+    mut f: impl FnMut(&SocketAddr) -> io::Result<R>,
+) -> io::Result<R> {
+    let mut last = None;
+    for addr in addrs {
+        match f(addr) {
+            Ok(r) => return Ok(r),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "could not resolve to any addresses",
+        )
+    }))
+}

@@ -1,0 +1,341 @@
+//! `TcpListener` and `TcpStream`: std's TCP sockets, parking the calling
+//! coroutine instead of blocking its worker.
+//!
+//! Reads, writes and accepts try the non-blocking call first and park on
+//! `EAGAIN` (see `SocketIo`). `connect` starts a non-blocking connect and
+//! waits for writability, then reads `SO_ERROR`. Accepted sockets are
+//! created non-blocking and close-on-exec by `accept4`, which saves the
+//! `fcntl` a std accept plus `set_nonblocking` would cost. Listeners use the
+//! kernel's largest backlog (`somaxconn`), so an accept storm queues in the
+//! kernel instead of being refused.
+
+use std::fmt;
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::net::{self, Shutdown, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use super::{SocketIo, each_addr, resolve, sys};
+use crate::io::{Direction, poll_now};
+
+/// Backlog passed to `listen`; the kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: libc::c_int = 65535;
+
+// ---------------------------------------------------------------------------
+// TcpListener
+
+/// A TCP socket server, listening for connections (mirrors
+/// `std::net::TcpListener`). `accept` parks the calling coroutine until a
+/// connection arrives; several coroutines may accept on one listener.
+pub struct TcpListener {
+    io: SocketIo<net::TcpListener>,
+}
+
+impl TcpListener {
+    /// Creates a listener bound to `addr` (host names are resolved on the
+    /// syscall threads). Sets `SO_REUSEADDR`, as std does.
+    pub fn bind<A: ToSocketAddrs + Send>(addr: A) -> io::Result<TcpListener> {
+        let addrs = resolve(addr)?;
+        each_addr(&addrs, bind_one)
+    }
+
+    /// Accepts a new connection, parking until one arrives.
+    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        self.io.read(|listener| {
+            let (fd, storage) = sys::accept(listener.as_raw_fd())?;
+            let addr = sys::from_sockaddr(&storage)?;
+            Ok((TcpStream::from_nonblocking(net::TcpStream::from(fd)), addr))
+        })
+    }
+
+    /// An iterator over incoming connections (`accept` in a loop; never
+    /// ends).
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { listener: self }
+    }
+
+    /// The local address this listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.get().local_addr()
+    }
+
+    /// Another handle to the same socket (its own fd, registered on its own).
+    pub fn try_clone(&self) -> io::Result<TcpListener> {
+        let fd = sys::duplicate(self.as_raw_fd())?;
+        let listener = TcpListener::from_nonblocking(net::TcpListener::from(fd));
+        listener.io.set_nonblocking(self.io.is_nonblocking());
+        Ok(listener)
+    }
+
+    /// Sets `IP_TTL`.
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.io.get().set_ttl(ttl)
+    }
+
+    /// The value of `IP_TTL`.
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.io.get().ttl()
+    }
+
+    /// Reads and clears `SO_ERROR`.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.io.get().take_error()
+    }
+
+    /// With `true`, `accept` returns `WouldBlock` instead of parking.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.io.set_nonblocking(nonblocking);
+        Ok(())
+    }
+
+    fn from_nonblocking(listener: net::TcpListener) -> TcpListener {
+        TcpListener {
+            io: SocketIo::new(listener),
+        }
+    }
+}
+
+fn bind_one(addr: &SocketAddr) -> io::Result<TcpListener> {
+    let fd = sys::socket(sys::family(addr), libc::SOCK_STREAM)?;
+    sys::set_int_option(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    let (storage, len) = sys::to_sockaddr(addr);
+    // SAFETY: `storage` holds a valid sockaddr of length `len`; `fd` is open.
+    sys::cvt(unsafe { libc::bind(fd.as_raw_fd(), (&raw const storage).cast(), len) })?;
+    // SAFETY: listen(2) on an open, bound socket.
+    sys::cvt(unsafe { libc::listen(fd.as_raw_fd(), LISTEN_BACKLOG) })?;
+    Ok(TcpListener::from_nonblocking(net::TcpListener::from(fd)))
+}
+
+/// The iterator `TcpListener::incoming` returns.
+pub struct Incoming<'a> {
+    listener: &'a TcpListener,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = io::Result<TcpStream>;
+
+    fn next(&mut self) -> Option<io::Result<TcpStream>> {
+        Some(self.listener.accept().map(|(stream, _)| stream))
+    }
+}
+
+impl fmt::Debug for Incoming<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming").finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// TcpStream
+
+/// A TCP connection (mirrors `std::net::TcpStream`). Reads and writes park
+/// the calling coroutine while the socket is not ready; `&TcpStream` reads
+/// and writes too, so one coroutine may read while another writes.
+pub struct TcpStream {
+    io: SocketIo<net::TcpStream>,
+}
+
+impl TcpStream {
+    /// Opens a connection to `addr`, trying each resolved address in turn
+    /// (host names are resolved on the syscall threads).
+    pub fn connect<A: ToSocketAddrs + Send>(addr: A) -> io::Result<TcpStream> {
+        let addrs = resolve(addr)?;
+        each_addr(&addrs, |addr| connect_one(addr, None))
+    }
+
+    /// Opens a connection to `addr`, failing with `ErrorKind::TimedOut` if
+    /// it is not established within `timeout` (zero is `InvalidInput`, as
+    /// in std).
+    pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        if timeout.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot set a 0 duration timeout",
+            ));
+        }
+        connect_one(addr, Some(timeout))
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.io.get().peer_addr()
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.get().local_addr()
+    }
+
+    /// Shuts down the read, write or both halves. A coroutine parked reading
+    /// this socket (through a clone) wakes and sees end of file.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.io.get().shutdown(how)
+    }
+
+    /// Another handle to the same connection (its own fd, registered on its
+    /// own), e.g. to read in one coroutine and write in another.
+    pub fn try_clone(&self) -> io::Result<TcpStream> {
+        let fd = sys::duplicate(self.as_raw_fd())?;
+        let clone = TcpStream::from_nonblocking(net::TcpStream::from(fd));
+        clone.io.set_read_timeout(self.read_timeout()?)?;
+        clone.io.set_write_timeout(self.write_timeout()?)?;
+        clone.io.set_nonblocking(self.io.is_nonblocking());
+        Ok(clone)
+    }
+
+    /// Reads without removing the data from the socket's queue.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.io.read(|s| s.peek(buf))
+    }
+
+    /// Sets `TCP_NODELAY`.
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.io.get().set_nodelay(nodelay)
+    }
+
+    /// The value of `TCP_NODELAY`.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.io.get().nodelay()
+    }
+
+    /// Sets `IP_TTL`.
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.io.get().set_ttl(ttl)
+    }
+
+    /// The value of `IP_TTL`.
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.io.get().ttl()
+    }
+
+    /// Reads and clears `SO_ERROR`.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.io.get().take_error()
+    }
+
+    /// Limits how long a read parks: past it, the read fails with
+    /// `ErrorKind::WouldBlock`, as std's does on Linux. `None` waits for
+    /// ever; a zero duration is `InvalidInput`.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.io.set_read_timeout(timeout)
+    }
+
+    /// As `set_read_timeout`, for writes.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        self.io.set_write_timeout(timeout)
+    }
+
+    /// The read timeout.
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.io.read_timeout())
+    }
+
+    /// The write timeout.
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.io.write_timeout())
+    }
+
+    /// With `true`, calls that would block return `WouldBlock` instead of
+    /// parking (std's meaning).
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.io.set_nonblocking(nonblocking);
+        Ok(())
+    }
+
+    fn from_nonblocking(stream: net::TcpStream) -> TcpStream {
+        TcpStream {
+            io: SocketIo::new(stream),
+        }
+    }
+}
+
+/// Connects a new socket to `addr`, waiting at most `timeout`.
+fn connect_one(addr: &SocketAddr, timeout: Option<Duration>) -> io::Result<TcpStream> {
+    let fd = sys::socket(sys::family(addr), libc::SOCK_STREAM)?;
+    let connected = sys::start_connect(fd.as_raw_fd(), addr)?;
+    let stream = TcpStream::from_nonblocking(net::TcpStream::from(fd));
+    if !connected {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let source = stream.io.source();
+        let fd = stream.as_raw_fd();
+        loop {
+            let seq = source.seq(Direction::Write);
+            if poll_now(fd, Direction::Write)? {
+                break;
+            }
+            if !source.wait(Direction::Write, seq, deadline)? {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "connection to {addr} timed out after {:?}",
+                        timeout.unwrap_or_default()
+                    ),
+                ));
+            }
+        }
+        if let Some(error) = sys::take_error(fd)? {
+            return Err(error);
+        }
+    }
+    Ok(stream)
+}
+
+impl Read for TcpStream {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        (&*self).read_vectored(bufs)
+    }
+}
+
+impl Read for &TcpStream {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.io.read(|mut s| s.read(buf))
+    }
+
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.io.read(|mut s| s.read_vectored(bufs))
+    }
+}
+
+impl Write for TcpStream {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        (&*self).write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for &TcpStream {
+    /// Writes with `MSG_NOSIGNAL`: a closed peer is `BrokenPipe`, never
+    /// SIGPIPE.
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.io.write(|s| sys::send(s.as_raw_fd(), buf))
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.io.write(|s| sys::send_vectored(s.as_raw_fd(), bufs))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Conversions
+
+conversions!(TcpListener, net::TcpListener);
+conversions!(TcpStream, net::TcpStream);
