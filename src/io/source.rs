@@ -36,7 +36,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,11 @@ pub(crate) enum Direction {
 pub(crate) struct FdState {
     /// Bumped on every event for the direction (see the module docs).
     seq: [AtomicU32; 2],
+    /// `drained_mark(seq)` when a short stream read at read sequence `seq`
+    /// emptied the receive queue (see `Source::read_stream`); 0 if unknown.
+    drained_at: AtomicU64,
+    /// An event reported the peer's hang-up or an error (see `ready`).
+    hung_up: AtomicBool,
     waiting: Mutex<Waiting>,
 }
 
@@ -75,6 +80,12 @@ impl FdState {
         let read = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
         let write = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
         let mut waiting = self.lock();
+        let hangup = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        if events & hangup != 0 {
+            // Sticky: from now on a short read proves nothing (the next read
+            // returns end of file or the error, and no new edge will come).
+            self.hung_up.store(true, Ordering::Relaxed);
+        }
         for (direction, mask) in [(Direction::Read, read), (Direction::Write, write)] {
             if events & mask != 0 {
                 self.seq[direction as usize].fetch_add(1, Ordering::Release);
@@ -100,6 +111,8 @@ impl Source {
             fd,
             state: Arc::new(FdState {
                 seq: [AtomicU32::new(0), AtomicU32::new(0)],
+                drained_at: AtomicU64::new(0),
+                hung_up: AtomicBool::new(false),
                 waiting: Mutex::new(Waiting {
                     poller: None,
                     queues: [VecDeque::new(), VecDeque::new()],
@@ -117,16 +130,65 @@ impl Source {
         &self,
         direction: Direction,
         timeout: Option<Duration>,
+        op: impl FnMut() -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.retry(direction, timeout, op, |_| false)
+    }
+
+    /// `io` for a read from a stream socket into a buffer of `len` bytes,
+    /// which skips a doomed system call: a read that returns fewer bytes
+    /// than asked for (but not 0, end of file) emptied the socket's receive
+    /// queue, so until the next read event the next read would fail with
+    /// `EAGAIN`; it parks at once instead. Data that arrives after the short
+    /// read raises a new edge-triggered event, which bumps the sequence
+    /// number, so nothing is missed. Not once an event has reported the
+    /// peer's hang-up or an error: that state raises no further edge, and
+    /// may have come in the same event as the data just read. (nginx's
+    /// `ready = 0` after a short `recv`, unless `pending_eof`, is the same
+    /// idea.) Saves one `recv` per request in a request/response server.
+    #[inline]
+    pub fn read_stream(
+        &self,
+        timeout: Option<Duration>,
+        len: usize,
+        op: impl FnMut() -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        self.retry(Direction::Read, timeout, op, |&n| n > 0 && n < len)
+    }
+
+    #[inline]
+    fn retry<R>(
+        &self,
+        direction: Direction,
+        timeout: Option<Duration>,
         mut op: impl FnMut() -> io::Result<R>,
+        drained: impl Fn(&R) -> bool,
     ) -> io::Result<R> {
         let mut deadline = None;
         loop {
             let seq = self.state.seq[direction as usize].load(Ordering::Acquire);
-            match op() {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                result => return result,
+            if direction == Direction::Read
+                && self.state.drained_at.load(Ordering::Relaxed) == drained_mark(seq)
+            {
+                // Known empty since `seq`: wait for the next event.
+            } else {
+                match op() {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Ok(value) => {
+                        if drained(&value) && !self.state.hung_up.load(Ordering::Relaxed) {
+                            self.state
+                                .drained_at
+                                .store(drained_mark(seq), Ordering::Relaxed);
+                        }
+                        return Ok(value);
+                    }
+                    Err(e) => return Err(e),
+                }
             }
+            // Whatever ends the wait, try the call next time round (on a
+            // plain thread no event bumps `seq`).
+            self.state.drained_at.store(0, Ordering::Relaxed);
             if let Some(timeout) = timeout {
                 let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
                 if !self.wait(direction, seq, Some(deadline))? {
@@ -229,6 +291,12 @@ impl Drop for Source {
         let on_poller_thread = runtime::current_poller().is_some_and(|p| Arc::ptr_eq(&p, &poller));
         poller.deregister(self.fd, Arc::clone(&self.state), on_poller_thread);
     }
+}
+
+/// The `drained_at` value for read sequence `seq` (never 0).
+#[inline]
+fn drained_mark(seq: u32) -> u64 {
+    (1 << 32) | seq as u64
 }
 
 /// Removes a waiter from its queue when its park ended without an event.

@@ -169,6 +169,21 @@ impl<T: AsRawFd> SocketIo<T> {
         self.io(Direction::Read, &self.read_timeout, op)
     }
 
+    /// `read` for a stream socket's `recv` into `len` bytes: parks without
+    /// a doomed `recv` after a short read (see `Source::read_stream`).
+    #[inline]
+    pub fn read_stream(
+        &self,
+        len: usize,
+        mut op: impl FnMut(&T) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        if self.nonblocking.load(Ordering::Relaxed) {
+            return op(&self.inner);
+        }
+        let timeout = load_timeout(&self.read_timeout);
+        self.source.read_stream(timeout, len, || op(&self.inner))
+    }
+
     /// As `read`, for the write side.
     #[inline]
     pub fn write<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {

@@ -318,11 +318,14 @@ impl Read for UnixStream {
 impl Read for &UnixStream {
     #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io.read(|s| sys::recv(s.as_raw_fd(), buf, 0))
+        self.io
+            .read_stream(buf.len(), |s| sys::recv(s.as_raw_fd(), buf, 0))
     }
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        self.io.read(|s| sys::recv_vectored(s.as_raw_fd(), bufs))
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.io
+            .read_stream(len, |s| sys::recv_vectored(s.as_raw_fd(), bufs))
     }
 }
 

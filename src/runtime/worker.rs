@@ -47,10 +47,10 @@
 //!
 //! # I/O readiness
 //!
-//! The worker's poller is also polled without blocking when the run queues
-//! are empty (before stealing, as Go's `findrunnable` calls `netpoll(0)`)
-//! and at every fairness check, if any fd is registered with it: coroutines
-//! whose sockets became ready join the local queue.
+//! The worker's poller is also polled without blocking at every fairness
+//! check and, when the run queues are empty, before stealing (as Go's
+//! `findrunnable` calls `netpoll(0)`), if any fd is registered with it:
+//! coroutines whose sockets became ready join the local queue.
 //!
 //! # Shutdown
 //!
@@ -397,9 +397,23 @@ impl Worker {
     }
 
     /// One look at every source of work, in order.
+    ///
+    /// This worker's ready sockets are looked at (a non-blocking
+    /// `epoll_wait`) only when the alternative is taking work from
+    /// elsewhere, so that its own coroutines come first. With nothing
+    /// elsewhere the look is skipped: the sleep that follows is an
+    /// `epoll_wait` that returns at once if a socket is ready, and looking
+    /// first would cost a server a second system call every time it runs
+    /// out of work.
     fn poll_sources(&self) -> Option<Arc<Task>> {
         self.drain_inbox();
         self.fire_timers();
+        if let Some(task) = self.pop_ready() {
+            return Some(task);
+        }
+        if !self.has_shared_work() {
+            return None;
+        }
         self.poll_io();
         self.pop_ready()
             .or_else(|| self.steal_global())
