@@ -286,3 +286,109 @@ pub fn limit_address_space(limit: u64) {
         io::Error::last_os_error()
     );
 }
+
+// ---------------------------------------------------------------------------
+// Thread states (for tests that must know that a thread sleeps in the kernel)
+//
+// A worker of a runtime sleeps in `epoll_wait` only when it has nothing to
+// run, so "every worker asleep in epoll_wait" means every coroutine of that
+// runtime is parked (or finished). A plain thread waiting on a fibra fd
+// sleeps in `poll(2)`. Both can be read from /proc without sleeping blindly.
+
+/// x86_64 syscall numbers of `epoll_wait`, `epoll_pwait`, `epoll_pwait2`.
+pub const EPOLL_WAITS: &[i64] = &[232, 281, 441];
+/// x86_64 syscall numbers of `poll` and `ppoll`.
+pub const POLLS: &[i64] = &[7, 271];
+
+/// The kernel thread id of the calling thread.
+pub fn gettid() -> i32 {
+    // SAFETY: gettid(2) has no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Whether thread `tid` of this process is asleep (state S) inside one of
+/// `syscalls`.
+pub fn asleep_in(tid: i32, syscalls: &[i64]) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next());
+    if state != Some('S') {
+        return false;
+    }
+    let Ok(syscall) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
+        return false;
+    };
+    syscall
+        .split_whitespace()
+        .next()
+        .and_then(|nr| nr.parse::<i64>().ok())
+        .is_some_and(|nr| syscalls.contains(&nr))
+}
+
+/// The thread ids of the workers of a runtime built by `runtime(n, prefix)`
+/// (threads named `<prefix>-<i>`; keep the prefix short, as the kernel keeps
+/// 15 bytes of a thread name).
+pub fn worker_tids(prefix: &str, workers: usize) -> Vec<i32> {
+    let names: Vec<String> = (0..workers).map(|i| format!("{prefix}-{i}")).collect();
+    assert!(
+        names.iter().all(|n| n.len() <= 15),
+        "prefix {prefix:?} too long"
+    );
+    let mut tids = Vec::new();
+    // A new thread names itself once it runs: wait for all of them.
+    wait_for(
+        &format!("the {workers} workers of runtime {prefix:?} have their names"),
+        Duration::from_secs(10),
+        || {
+            tids.clear();
+            for entry in std::fs::read_dir("/proc/self/task").expect("read /proc/self/task") {
+                let Ok(entry) = entry else { continue };
+                let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+                if names.iter().any(|n| n == comm.trim_end()) {
+                    tids.push(
+                        entry
+                            .file_name()
+                            .to_string_lossy()
+                            .parse()
+                            .expect("numeric tid"),
+                    );
+                }
+            }
+            tids.len() == workers
+        },
+    );
+    tids
+}
+
+/// Checks `condition` every millisecond until it holds; fails the test if it
+/// does not within `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}: not so after {limit:?}");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits until every worker of the runtime `runtime(workers, prefix)` sleeps
+/// in `epoll_wait`, i.e. all its coroutines are parked or finished.
+pub fn wait_until_workers_sleep(prefix: &str, workers: usize) {
+    let tids = worker_tids(prefix, workers);
+    wait_for(
+        &format!("every worker of {prefix} asleep in epoll_wait"),
+        Duration::from_secs(10),
+        || tids.iter().all(|&tid| asleep_in(tid, EPOLL_WAITS)),
+    );
+}
+
+/// Whether `O_NONBLOCK` is set on `fd`.
+pub fn is_nonblocking(fd: i32) -> bool {
+    // SAFETY: F_GETFL reads the status flags of an fd the caller holds.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    assert!(flags >= 0, "fcntl(F_GETFL): {}", io::Error::last_os_error());
+    flags & libc::O_NONBLOCK != 0
+}
