@@ -22,8 +22,15 @@
 //! server configuration) the two are the same, so the per-worker choice
 //! costs nothing there and saves the hop with more workers. What it gives
 //! up: a worker that runs a coroutine which never parks does not poll its
-//! epoll meanwhile, so its sockets wait (coroutines are not preempted, so
-//! its other coroutines wait too).
+//! epoll meanwhile, so the sockets registered there wait — including one
+//! that a coroutine homed on another, idle worker now waits on (a socket
+//! stays where it was first waited on). Coroutines are not preempted, so a
+//! coroutine that never parks delays its worker's other coroutines anyway;
+//! with per-worker epoll it delays their sockets' other users too.
+//!
+//! When a worker exits (its runtime is dropped), its poller wakes every
+//! coroutine still waiting on an fd registered there, and each registers
+//! the fd again with its own worker.
 
 mod pollable;
 mod poller;

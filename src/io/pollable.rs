@@ -49,9 +49,10 @@ impl<T: AsRawFd> Pollable<T> {
     /// Wraps `inner`, switching its fd to non-blocking mode.
     pub fn new(inner: T) -> io::Result<Pollable<T>> {
         let fd = inner.as_raw_fd();
+        let source = Source::for_any_fd(fd)?;
         let was_nonblocking = set_nonblocking(fd, true)?;
         Ok(Pollable {
-            source: Source::new(fd),
+            source,
             inner: Some(inner),
             was_nonblocking,
         })

@@ -26,10 +26,11 @@
 //! (eventfd wakes its waiters on each write), and its counter would take
 //! 2^64 writes to fill. That saves a `read(2)` per cross-thread wake.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use super::source::FdState;
@@ -49,6 +50,8 @@ pub(crate) struct Poller {
     wake: OwnedFd,
     /// Fds registered here and not yet deregistered.
     registered: AtomicUsize,
+    /// Their states, by address: `close` wakes their waiters.
+    registry: Mutex<HashMap<usize, Weak<FdState>>>,
     /// States of deregistered fds, freed after the next processed batch.
     retired: Mutex<Vec<Arc<FdState>>>,
     /// Set when the owning worker has exited: nobody polls this any more.
@@ -79,6 +82,7 @@ impl Poller {
             epoll,
             wake,
             registered: AtomicUsize::new(0),
+            registry: Mutex::new(HashMap::new()),
             retired: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
         })
@@ -104,11 +108,24 @@ impl Poller {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Marks the poller as no longer polled; fds registered here re-register
-    /// on their next wait.
+    /// Marks the poller as no longer polled (its worker has exited) and
+    /// wakes every coroutine waiting on an fd registered here: each tries
+    /// its call again and, if it would still block, registers the fd with
+    /// its own worker's poller (a coroutine of another runtime may wait on
+    /// a socket this one registered).
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.free_retired();
+        let states: Vec<Arc<FdState>> = self
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for state in states {
+            state.wake_all();
+        }
     }
 
     /// Waits for readiness events for up to `timeout` (None: until one
@@ -194,10 +211,10 @@ impl Poller {
 
     /// Adds `fd` to the epoll set, edge-triggered for both directions, with
     /// `state` as its data.
-    pub fn register(&self, fd: RawFd, state: &FdState) -> io::Result<()> {
+    pub fn register(&self, fd: RawFd, state: &Arc<FdState>) -> io::Result<()> {
         let mut event = libc::epoll_event {
             events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
-            u64: state as *const FdState as usize as u64,
+            u64: Arc::as_ptr(state) as usize as u64,
         };
         // SAFETY: `event` is a valid epoll_event; epoll_ctl only reads it.
         // The state outlives the registration (see the module docs).
@@ -205,6 +222,10 @@ impl Poller {
             libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event)
         })?;
         self.registered.fetch_add(1, Ordering::Relaxed);
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(Arc::as_ptr(state) as usize, Arc::downgrade(state));
         Ok(())
     }
 
@@ -220,6 +241,10 @@ impl Poller {
             libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut event);
         }
         self.registered.fetch_sub(1, Ordering::Relaxed);
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(Arc::as_ptr(&state) as usize));
         if on_poller_thread || self.is_closed() {
             drop(state);
         } else {

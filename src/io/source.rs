@@ -74,6 +74,12 @@ impl FdState {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Wakes every waiter, as if an event had come for both directions
+    /// (the poller they wait on is closing).
+    pub fn wake_all(&self) {
+        self.ready((libc::EPOLLIN | libc::EPOLLOUT) as u32);
+    }
+
     /// Called by the poller for an epoll event: wakes the waiters of each
     /// direction the event concerns.
     pub fn ready(&self, events: u32) {
@@ -102,6 +108,10 @@ impl FdState {
 pub(crate) struct Source {
     fd: RawFd,
     state: Arc<FdState>,
+    /// A regular file or directory: epoll refuses it and `poll(2)` calls
+    /// it always ready, so a wait on it is `Unsupported` (see
+    /// `Source::for_any_fd`).
+    unpollable: bool,
 }
 
 impl Source {
@@ -118,7 +128,24 @@ impl Source {
                     queues: [VecDeque::new(), VecDeque::new()],
                 }),
             }),
+            unpollable: false,
         }
+    }
+
+    /// `new` for an fd of unknown kind (a user's): finds out once whether it
+    /// can be polled at all.
+    pub fn for_any_fd(fd: RawFd) -> io::Result<Source> {
+        // SAFETY: fstat writes one `stat` into `st`; all zeroes is a valid
+        // initial value.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; `fd` is the caller's open fd.
+        if unsafe { libc::fstat(fd, &mut st) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let kind = st.st_mode & libc::S_IFMT;
+        let mut source = Source::new(fd);
+        source.unpollable = kind == libc::S_IFREG || kind == libc::S_IFDIR;
+        Ok(source)
     }
 
     /// Runs the non-blocking `op` until it does not fail with `WouldBlock`,
@@ -218,6 +245,9 @@ impl Source {
         seq: u32,
         deadline: Option<Instant>,
     ) -> io::Result<bool> {
+        if self.unpollable {
+            return Err(unpollable_error(self.fd));
+        }
         if !runtime::in_coroutine() {
             return poll_fd(self.fd, direction, deadline);
         }
@@ -257,13 +287,7 @@ impl Source {
         }
         poller.register(self.fd, &self.state).map_err(|e| {
             if e.raw_os_error() == Some(libc::EPERM) {
-                io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!(
-                        "fd {} cannot be polled (epoll refuses regular files and directories)",
-                        self.fd
-                    ),
-                )
+                unpollable_error(self.fd)
             } else {
                 e
             }
@@ -291,6 +315,15 @@ impl Drop for Source {
         let on_poller_thread = runtime::current_poller().is_some_and(|p| Arc::ptr_eq(&p, &poller));
         poller.deregister(self.fd, Arc::clone(&self.state), on_poller_thread);
     }
+}
+
+fn unpollable_error(fd: RawFd) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "fd {fd} cannot be waited on: epoll and poll(2) cannot tell when a regular file or directory is ready (use fibra::fs)"
+        ),
+    )
 }
 
 /// The `drained_at` value for read sequence `seq` (never 0).
