@@ -95,7 +95,8 @@ impl FdState {
         for (direction, mask) in [(Direction::Read, read), (Direction::Write, write)] {
             if events & mask != 0 {
                 self.seq[direction as usize].fetch_add(1, Ordering::Release);
-                for waiter in waiting.queues[direction as usize].drain(..) {
+                let queue = &mut waiting.queues[direction as usize];
+                while let Some(waiter) = queue.pop_front() {
                     waiter.unpark();
                 }
             }
@@ -248,11 +249,10 @@ impl Source {
         if self.unpollable {
             return Err(unpollable_error(self.fd));
         }
-        if !runtime::in_coroutine() {
+        let Some(me) = runtime::current_coroutine() else {
             return poll_fd(self.fd, direction, deadline);
-        }
+        };
         let d = direction as usize;
-        let me = runtime::current();
         let id = me.id();
         {
             let mut waiting = self.state.lock();

@@ -504,6 +504,11 @@ pub(crate) fn in_coroutine() -> bool {
     current_task().is_some()
 }
 
+/// A handle to the calling coroutine; None on a plain thread.
+pub(crate) fn current_coroutine() -> Option<Coroutine> {
+    current_task().map(|task| Coroutine::from_task(task.arc()))
+}
+
 /// Parks the calling coroutine until unparked or `deadline`; true if the
 /// deadline ended the park. A cancellation point. Must be called in a
 /// coroutine (see `in_coroutine`).
