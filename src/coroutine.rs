@@ -326,6 +326,23 @@ impl<Input, Yield, Return> Coroutine<Input, Yield, Return> {
         }
     }
 
+    /// Asks the CPU to start loading what the next `resume` reads first —
+    /// the saved frame at the stack pointer and the parent slot in the stack
+    /// header — so that a scheduler can overlap those cache (and TLB) misses
+    /// with other work. A parked coroutine's stack is usually cold: with
+    /// thousands of connections, that first touch was the largest user-space
+    /// cost of serving a request. Only a hint; never faults.
+    #[inline]
+    pub(crate) fn prefetch(&self) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: prefetch instructions never fault, whatever the address;
+        // `sp` (null once finished) and `parent_slot` are only hints here.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(self.sp as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(self.parent_slot as *const i8);
+        }
+    }
+
     /// Whether the closure has been entered.
     pub fn started(&self) -> bool {
         self.sp != self.initial_sp
