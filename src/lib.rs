@@ -16,7 +16,9 @@
 //! - [`blocking`] — syscall threads: `unblock(f)` runs blocking work off the
 //!   workers while the calling coroutine is parked;
 //! - [`fs`] — `std::fs` for coroutines: files and directories whose calls
-//!   run on the syscall threads, in bounded chunks.
+//!   run on the syscall threads, in bounded chunks;
+//! - [`io`] — `stdin()`, `stdout()`, `stderr()` for coroutines: std's
+//!   streams, read and written on the syscall threads.
 //!
 //! ```
 //! let handles: Vec<_> = (0..1000u64).map(|i| fibra::spawn(move || i * 2)).collect();
@@ -36,6 +38,7 @@ mod arch;
 pub mod blocking;
 pub mod coroutine;
 pub mod fs;
+pub mod io;
 mod runtime;
 pub mod stack;
 
