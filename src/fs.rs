@@ -408,7 +408,15 @@ pub fn read<P: AsRef<Path>>(path: P) -> io::Result<Vec<u8>> {
                 .try_reserve_exact(hint)
                 .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
         }
-        let n = { &file }.take(MAX_CHUNK as u64).read_to_end(&mut bytes)?;
+        // A file that fits in one chunk is read as std::fs::read reads it:
+        // `&File`'s read_to_end sizes its read by the file (one read and a
+        // 32-byte probe for EOF). `Take`'s knows no size and reads 8 KiB,
+        // 16 KiB, ... doubling: 8 reads for 1 MiB.
+        let n = if size.is_some_and(|size| size <= MAX_CHUNK as u64) {
+            { &file }.read_to_end(&mut bytes)?
+        } else {
+            { &file }.take(MAX_CHUNK as u64).read_to_end(&mut bytes)?
+        };
         // Done at a short read, or once the whole size `metadata` gave has
         // arrived (a file of exactly one chunk needs no further hop).
         let done = n < MAX_CHUNK || size == Some(n as u64);

@@ -16,10 +16,11 @@
 //! - [`blocking`] — syscall threads: `unblock(f)` runs blocking work off the
 //!   workers while the calling coroutine is parked;
 //! - [`fs`] — `std::fs` for coroutines: files and directories whose calls
-//!   run on the syscall threads, in bounded chunks.
+//!   run on the syscall threads, in bounded chunks;
 //! - [`io`] — the epoll poller (one per worker; an idle worker sleeps in
-//!   its `epoll_wait`) and [`io::Pollable`], which makes any pollable fd park
-//!   coroutines instead of blocking;
+//!   its `epoll_wait`), [`io::Pollable`], which makes any pollable fd park
+//!   coroutines instead of blocking, and `stdin()`, `stdout()`, `stderr()`
+//!   for coroutines (std's streams, on the syscall threads);
 //! - [`net`] — `std::net` for coroutines: `TcpListener`, `TcpStream`,
 //!   `UdpSocket` and the Unix sockets, whose calls park the coroutine on
 //!   `EAGAIN` until the socket is ready.

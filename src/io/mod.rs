@@ -7,7 +7,9 @@
 //!   ready (no event lost between the two);
 //! - `pollable.rs` — [`Pollable`]: the public wrapper that brings any
 //!   pollable fd (a pipe, an eventfd, a timerfd, a tty, a socket of your
-//!   own) to coroutines.
+//!   own) to coroutines;
+//! - `stdio.rs` — `stdin()`, `stdout()`, `stderr()` for coroutines, on the
+//!   syscall threads (not the poller: see that file for why).
 //!
 //! # Why one epoll per worker
 //!
@@ -35,8 +37,10 @@
 mod pollable;
 mod poller;
 mod source;
+mod stdio;
 
 pub use pollable::Pollable;
 pub(crate) use pollable::{poll_now, set_nonblocking};
 pub(crate) use poller::Poller;
 pub(crate) use source::{Direction, Source};
+pub use stdio::{Stderr, StderrLock, Stdin, StdinLock, Stdout, StdoutLock, stderr, stdin, stdout};

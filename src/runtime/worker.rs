@@ -81,6 +81,13 @@ const FAIRNESS_INTERVAL: u32 = 61;
 const RUN_NEXT_STREAK: u32 = 16;
 /// Rounds of looking for work before an idle worker sleeps.
 const SPIN_ROUNDS: u32 = 64;
+/// The longest an idle worker polls before it sleeps. The poll yields the
+/// CPU between looks, and a `sched_yield` on a CPU other threads want lasts
+/// one of their time slices (milliseconds); a polling worker does not watch
+/// its timers. Bounded by rounds only, the poll kept a one-worker runtime's
+/// 1 ms sleeps up to 94–99 ms late while two CPU hogs ran (4.5–15 ms with
+/// this bound).
+const SPIN_TIME: Duration = Duration::from_micros(50);
 
 /// The part of a worker other threads see.
 pub(crate) struct WorkerShared {
@@ -387,10 +394,12 @@ impl Worker {
                 // Between looks, yield the CPU rather than spin on it: the
                 // thread that will hand us work (a syscall thread finishing
                 // a job, another worker) may share this CPU. Alone on it,
-                // the yield returns at once.
+                // the yield returns at once; on a busy CPU it may last a
+                // time slice, hence the time bound (SPIN_TIME).
+                let start = Instant::now();
                 for _ in 0..SPIN_ROUNDS {
                     std::thread::yield_now();
-                    if self.has_shared_work() {
+                    if self.has_shared_work() || start.elapsed() >= SPIN_TIME {
                         break;
                     }
                 }

@@ -124,12 +124,13 @@ pub struct ChildSetup {
 }
 
 impl ChildSetup {
-    /// Re-runs this test binary for just `test_name` (even if it is ignored)
-    /// with `CHILD_ENV=mode`, and collects its exit status and output. Fails
-    /// if it runs past the timeout.
-    pub fn run(&self, test_name: &str, mode: &str) -> ChildRun {
+    /// The command that re-runs this test binary for just `test_name` (even
+    /// if it is ignored) with `CHILD_ENV=mode`; the caller sets up its
+    /// standard streams.
+    pub fn command(&self, test_name: &str, mode: &str) -> Command {
         let exe = std::env::current_exe().expect("path of the test binary");
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args([
                 "--exact",
                 test_name,
@@ -138,7 +139,16 @@ impl ChildSetup {
                 "--include-ignored",
             ])
             .env(CHILD_ENV, mode)
-            .envs(self.env.iter().copied())
+            .envs(self.env.iter().copied());
+        command
+    }
+
+    /// Re-runs this test binary for just `test_name` (even if it is ignored)
+    /// with `CHILD_ENV=mode`, and collects its exit status and output. Fails
+    /// if it runs past the timeout.
+    pub fn run(&self, test_name: &str, mode: &str) -> ChildRun {
+        let mut child = self
+            .command(test_name, mode)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
