@@ -402,3 +402,132 @@ pub fn is_nonblocking(fd: i32) -> bool {
     assert!(flags >= 0, "fcntl(F_GETFL): {}", io::Error::last_os_error());
     flags & libc::O_NONBLOCK != 0
 }
+
+// ---------------------------------------------------------------------------
+// TCP sockets (the tests/net_tcp*.rs files)
+
+use std::net::{self as stdnet, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicBool;
+
+use fibra::net::{TcpListener, TcpStream};
+use fibra::{Cancelled, JoinHandle};
+
+/// 127.0.0.1 with a port of the kernel's choice (a type that resolves
+/// without a lookup).
+pub const LOCAL: (Ipv4Addr, u16) = (Ipv4Addr::LOCALHOST, 0);
+
+/// How late a timeout may fire on a loaded 2-core machine.
+pub const SLACK: Duration = Duration::from_secs(2);
+
+pub fn listen() -> TcpListener {
+    TcpListener::bind(LOCAL).expect("bind 127.0.0.1:0")
+}
+
+/// A connected (client, server) pair; works in a coroutine or on a thread.
+pub fn pair() -> (TcpStream, TcpStream) {
+    let listener = listen();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    let (server, peer) = listener.accept().expect("accept");
+    assert_eq!(
+        peer,
+        client.local_addr().unwrap(),
+        "accept names the client"
+    );
+    (client, server)
+}
+
+/// The value of a coroutine; its panic continues here.
+pub fn join<T>(handle: JoinHandle<T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|payload| resume_unwind(payload))
+}
+
+pub fn assert_cancelled<T>(what: &str, handle: JoinHandle<T>) {
+    match handle.join() {
+        Ok(_) => panic!("{what} returned instead of being cancelled"),
+        Err(payload) => assert!(
+            payload.is::<Cancelled>(),
+            "{what}: the join payload is not Cancelled (a panic: {:?})",
+            panic_text(&*payload)
+        ),
+    }
+}
+
+/// Yields until `flag` is set. On a one-worker runtime, when this returns
+/// the coroutine that set the flag has parked in the call it made next.
+pub fn yield_until(flag: &AtomicBool) {
+    while !flag.load(Ordering::SeqCst) {
+        fibra::yield_now();
+    }
+}
+
+/// Sets SO_LINGER to {on, 0 s}: closing the socket then sends a RST.
+pub fn set_linger_zero(socket: &impl AsRawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt reads size_of::<linger>() bytes from `linger`.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER: {}", io::Error::last_os_error());
+}
+
+/// A listener whose accept queue is full: with `listen(fd, 0)` one
+/// connection may queue, and Linux then drops every further SYN (no RST, no
+/// SYN-ACK), so a connect to it stays in SYN_SENT until it gives up.
+pub struct FullBacklog {
+    pub listener: stdnet::TcpListener,
+    _queued: stdnet::TcpStream,
+    pub addr: SocketAddr,
+}
+
+/// (connections in the accept queue, queue limit) of a listening socket.
+pub fn accept_queue(listener: &stdnet::TcpListener) -> (u32, u32) {
+    // SAFETY: tcp_info is plain old data; all zeroes is valid.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`.
+    let rc = unsafe {
+        libc::getsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", io::Error::last_os_error());
+    // For a listener, the kernel reports these two as unacked / sacked.
+    (info.tcpi_unacked, info.tcpi_sacked)
+}
+
+/// Builds a `FullBacklog`; call on a plain thread (it uses std's blocking
+/// connect).
+pub fn full_backlog() -> FullBacklog {
+    let listener = stdnet::TcpListener::bind(LOCAL).unwrap();
+    // SAFETY: listen(2) again on a listening socket only changes its backlog.
+    let rc = unsafe { libc::listen(listener.as_raw_fd(), 0) };
+    assert_eq!(rc, 0, "listen(fd, 0): {}", io::Error::last_os_error());
+    let addr = listener.local_addr().unwrap();
+    let queued = stdnet::TcpStream::connect(addr).expect("the first connection queues");
+    wait_for(
+        "the first connection sits in the accept queue",
+        Duration::from_secs(10),
+        || accept_queue(&listener) == (1, 0),
+    );
+    FullBacklog {
+        listener,
+        _queued: queued,
+        addr,
+    }
+}
