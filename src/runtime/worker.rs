@@ -33,8 +33,10 @@
 //!
 //! # Idling without lost wakeups or busy waiting
 //!
-//! A worker with nothing to do spins briefly (at most half the workers spin at
-//! once) checking the shared sources, then sleeps: it enters the idle list and
+//! A worker with nothing to do polls the shared sources for up to 50 µs if
+//! work is expected within microseconds (a syscall-thread job in flight,
+//! another worker busy; at most half the workers poll at once), then
+//! sleeps: it enters the idle list and
 //! sets its `sleeping` flag, re-checks every source, and sleeps in its
 //! poller's `epoll_wait` (src/io/poller.rs) until an fd it watches is ready,
 //! its next timer deadline passes, or another thread writes its eventfd.
