@@ -2,8 +2,9 @@
 //! or a listener clone dropped under a parked coroutine, cancellation and
 //! runtime drop while parked, sockets outliving the runtime that registered
 //! them, std conversions (parking vs blocking), plain-thread callers blocking
-//! in `poll`; and smaller API points (non-blocking mode, host names,
-//! `incoming`, `peek`).
+//! in `poll`; a read after a short read (data and end of file in one event,
+//! data that comes later); and smaller API points (non-blocking mode, host
+//! names, `incoming`, `peek`).
 //!
 //! "Parked" is established without sleeping blindly: on a one-worker runtime a
 //! coroutine sets a flag right before the call that parks, and the test
@@ -677,5 +678,79 @@ fn connect_by_host_name_and_incoming_and_peek_work() {
             join(server);
             assert!(client.take_error().unwrap().is_none());
         });
+    });
+}
+
+// ---------------------------------------------------------------------------
+// A read after a short read (fibra parks without the `recv` it knows would
+// fail; see `Source::read_stream`)
+
+#[test]
+fn data_and_end_of_file_in_one_event_give_the_data_then_eof() {
+    watchdog("short_read_then_eof", WATCHDOG, || {
+        let rt = runtime(1, "nt-eof");
+        let got = rt.block_on(|| {
+            let (mut client, server) = pair();
+            let parked = Arc::new(AtomicBool::new(false));
+            let reader = {
+                let parked = Arc::clone(&parked);
+                fibra::spawn(move || {
+                    let mut server = server;
+                    let mut first = [0u8; 64];
+                    parked.store(true, Ordering::SeqCst);
+                    // Parks (nothing sent yet): registers the socket.
+                    let n = server.read(&mut first).unwrap();
+                    let mut rest = Vec::new();
+                    server.read_to_end(&mut rest).unwrap();
+                    (first[..n].to_vec(), rest)
+                })
+            };
+            yield_until(&parked);
+            // The data and the FIN arrive before the reader runs again, so
+            // one epoll event reports both; its short read must not make
+            // the next read wait for an edge that will never come.
+            client.write_all(b"last words").unwrap();
+            client.shutdown(Shutdown::Write).unwrap();
+            join(reader)
+        });
+        assert_eq!(got, (b"last words".to_vec(), Vec::new()));
+    });
+}
+
+#[test]
+fn a_short_read_is_followed_by_data_sent_later_in_a_coroutine_and_on_a_thread() {
+    watchdog("short_read_then_more", WATCHDOG, || {
+        let rt = runtime(1, "nt-short");
+        // In a coroutine: the second read parks and is woken by the next edge.
+        let got = rt.block_on(|| {
+            let (mut client, mut server) = pair();
+            client.write_all(b"one").unwrap();
+            let mut buf = [0u8; 64];
+            let first = server.read(&mut buf).unwrap();
+            assert_eq!(&buf[..first], b"one");
+            let writer = fibra::spawn(move || {
+                fibra::yield_now();
+                client.write_all(b"two").unwrap();
+                client
+            });
+            let second = server.read(&mut buf).unwrap();
+            drop(join(writer));
+            buf[..second].to_vec()
+        });
+        assert_eq!(got, b"two");
+        // On a plain thread no event bumps the sequence: the second read
+        // must block in poll(2) and return the new data, not spin or hang.
+        let (mut client, mut server) = rt.block_on(pair);
+        client.write_all(b"one").unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(server.read(&mut buf).unwrap(), 3);
+        let writer = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(20));
+            client.write_all(b"two").unwrap();
+            client
+        });
+        let n = server.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"two");
+        drop(writer.join().unwrap());
     });
 }
