@@ -8,58 +8,17 @@
 //! Every test works in its own directory under `std::env::temp_dir()`
 //! (named by pid and a counter), removed when the test ends.
 
-use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+mod common;
 
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::sync::atomic::Ordering;
+
+use common::{TempDir, Ticker, pseudo_random};
 use fibra::Runtime;
 use fibra::fs::{self, File, MAX_CHUNK, OpenOptions};
 
-/// A fresh directory, removed (with its contents) on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("fibra-fs-test-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&path).expect("create the temporary directory");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn runtime() -> Runtime {
     Runtime::builder().workers(1).build().expect("runtime")
-}
-
-/// `len` pseudo-random bytes (xorshift64).
-fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut bytes = Vec::with_capacity(len);
-    while bytes.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        bytes.extend_from_slice(&x.to_le_bytes());
-    }
-    bytes.truncate(len);
-    bytes
 }
 
 /// FNV-1a.
@@ -329,19 +288,9 @@ fn a_worker_keeps_running_coroutines_during_file_io() {
     let dir = TempDir::new();
     let root = dir.path().to_path_buf();
     let (ticks_at_writer_end, written) = runtime().block_on(move || {
-        let ticks = Arc::new(AtomicUsize::new(0));
-        let done = Arc::new(AtomicBool::new(false));
-        let ticker = {
-            let (ticks, done) = (Arc::clone(&ticks), Arc::clone(&done));
-            fibra::spawn(move || {
-                while !done.load(Ordering::SeqCst) {
-                    fibra::sleep(Duration::from_millis(1));
-                    ticks.fetch_add(1, Ordering::SeqCst);
-                }
-            })
-        };
+        let ticker = Ticker::start();
         let writer = {
-            let ticks = Arc::clone(&ticks);
+            let ticks = ticker.counter();
             fibra::spawn(move || {
                 let data = pseudo_random(64 * 1024);
                 for i in 0..FILES {
@@ -360,8 +309,7 @@ fn a_worker_keeps_running_coroutines_during_file_io() {
             })
         };
         let result = writer.join().unwrap();
-        done.store(true, Ordering::SeqCst);
-        ticker.join().unwrap();
+        ticker.stop();
         result
     });
     assert_eq!(written, FILES);

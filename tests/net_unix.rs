@@ -20,12 +20,12 @@ use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ChildSetup, WATCHDOG, child_mode, report, runtime, watchdog};
+use common::{ChildSetup, TempDir, WATCHDOG, child_mode, pseudo_random, report, runtime, watchdog};
 use fibra::net::{UnixDatagram, UnixListener, UnixStream};
 
 /// How this file's children run.
@@ -76,43 +76,6 @@ fn assert_worker_idles_while_waiting(what: &str) {
         used < IDLE_WAIT / 4,
         "{what}: the worker used {used:?} of CPU in {IDLE_WAIT:?} of waiting"
     );
-}
-
-/// A fresh directory, removed (with its contents) on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let path = std::env::temp_dir().join(format!("fibra-unix-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&path).expect("create the temporary directory");
-        TempDir(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// `len` pseudo-random bytes (xorshift64).
-fn pseudo_random(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut bytes = Vec::with_capacity(len + 8);
-    while bytes.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        bytes.extend_from_slice(&x.to_le_bytes());
-    }
-    bytes.truncate(len);
-    bytes
 }
 
 /// Datagram `i` of a test sequence: its index, then bytes derived from it,

@@ -11,13 +11,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{ChildStdin, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{ChildRun, ChildSetup, WATCHDOG, child_mode, runtime, watchdog};
+use common::{ChildRun, ChildSetup, Ticker, WATCHDOG, child_mode, runtime, watchdog};
 
 /// How this file's children run: killed, failing the test, after 30 s.
 const CHILD: ChildSetup = ChildSetup {
@@ -226,17 +225,8 @@ fn child_reads_lines_beside_a_ticker() {
     let first_len = first_batch().len();
     let rt = runtime(1, "stdio-child");
     rt.block_on(move || {
-        let ticks = Arc::new(AtomicUsize::new(0));
-        let done = Arc::new(AtomicBool::new(false));
-        let ticker = {
-            let (ticks, done) = (Arc::clone(&ticks), Arc::clone(&done));
-            fibra::spawn(move || {
-                while !done.load(Ordering::SeqCst) {
-                    fibra::sleep(Duration::from_millis(1));
-                    ticks.fetch_add(1, Ordering::SeqCst);
-                }
-            })
-        };
+        let ticker = Ticker::start();
+        let ticks = ticker.counter();
         let reader = fibra::spawn(move || {
             let mut lines = Vec::new();
             // (ticks, time) when each line arrived.
@@ -251,8 +241,7 @@ fn child_reads_lines_beside_a_ticker() {
             (lines, arrivals)
         });
         let (lines, arrivals) = reader.join().unwrap();
-        done.store(true, Ordering::SeqCst);
-        ticker.join().unwrap();
+        ticker.stop();
         report(&format!("count={}", lines.len()));
         for (i, line) in lines.iter().enumerate() {
             report(&format!("line{i}={line:?}"));

@@ -40,7 +40,7 @@ mod source;
 mod stdio;
 
 pub use pollable::Pollable;
-pub(crate) use pollable::{poll_now, set_nonblocking};
+pub(crate) use pollable::set_nonblocking;
 pub(crate) use poller::Poller;
-pub(crate) use source::{Direction, Source};
+pub(crate) use source::{Direction, Source, poll_now, poll_once};
 pub use stdio::{Stderr, StderrLock, Stdin, StdinLock, Stdout, StdoutLock, stderr, stdin, stdout};

@@ -9,7 +9,7 @@
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
-use super::source::{Direction, Source};
+use super::source::{Direction, Source, poll_now};
 
 /// An fd of your own (a pipe, an eventfd, a timerfd, a tty, a socket) whose
 /// reads and writes park the calling coroutine until the fd is ready.
@@ -210,23 +210,4 @@ pub(crate) fn set_nonblocking(fd: RawFd, nonblocking: bool) -> io::Result<bool> 
         }
         Ok(was)
     }
-}
-
-/// Whether `fd` is ready in `direction` right now (a zero-timeout poll).
-pub(crate) fn poll_now(fd: RawFd, direction: Direction) -> io::Result<bool> {
-    let events = match direction {
-        Direction::Read => libc::POLLIN | libc::POLLRDHUP,
-        Direction::Write => libc::POLLOUT,
-    };
-    let mut pollfd = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd for the duration of the call.
-    let n = unsafe { libc::poll(&mut pollfd, 1, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n > 0)
 }

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use super::source::FdState;
+use super::source::{FdState, millis_rounded_up};
 
 /// Events read per `epoll_wait` call.
 const EVENTS_PER_POLL: usize = 256;
@@ -49,10 +49,12 @@ static HAVE_EPOLL_PWAIT2: AtomicBool = AtomicBool::new(true);
 pub(crate) struct Poller {
     epoll: OwnedFd,
     wake: OwnedFd,
-    /// Fds registered here and not yet deregistered.
-    registered: AtomicUsize,
-    /// Their states, by address: `close` wakes their waiters.
+    /// The states of the fds registered here, by address: `close` wakes
+    /// their waiters.
     registry: Mutex<HashMap<usize, Weak<FdState>>>,
+    /// `registry.len()`, readable without the lock (a busy worker checks it
+    /// at every fairness tick).
+    registered: AtomicUsize,
     /// States of deregistered fds, freed after the next processed batch.
     retired: Mutex<Vec<Arc<FdState>>>,
     /// Set when the owning worker has exited: nobody polls this any more.
@@ -131,8 +133,8 @@ impl Poller {
 
     /// Waits for readiness events for up to `timeout` (None: until one
     /// arrives or `notify`; zero: just looks) and wakes the coroutines
-    /// waiting on the ready fds. Returns the number of I/O events seen.
-    pub fn poll(&self, timeout: Option<Duration>) -> usize {
+    /// waiting on the ready fds.
+    pub fn poll(&self, timeout: Option<Duration>) {
         // Uninitialised: zeroing 3 KiB per call showed up in a server's
         // profile, and the kernel writes the entries it returns.
         let mut events = [MaybeUninit::<libc::epoll_event>::uninit(); EVENTS_PER_POLL];
@@ -152,7 +154,6 @@ impl Poller {
                 _mm_prefetch::<_MM_HINT_T0>(state.wrapping_add(128));
             }
         }
-        let mut io_events = 0;
         for event in events {
             // SAFETY: epoll_wait initialised the first `n` entries.
             let event = unsafe { event.assume_init_ref() };
@@ -160,7 +161,6 @@ impl Poller {
             if token == WAKE_TOKEN {
                 continue;
             }
-            io_events += 1;
             // SAFETY: a registered fd's data is a pointer to its FdState,
             // which stays allocated until this thread has finished the batch
             // (see "Freeing an FdState safely").
@@ -170,7 +170,6 @@ impl Poller {
         if n > 0 {
             self.free_retired();
         }
-        io_events
     }
 
     fn epoll_wait(
@@ -209,15 +208,8 @@ impl Poller {
                 }
                 n
             } else {
-                let ms = match timeout {
-                    None => -1,
-                    // Round up, so a timer is never fired early.
-                    Some(t) => {
-                        t.as_nanos()
-                            .div_ceil(1_000_000)
-                            .min(libc::c_int::MAX as u128) as libc::c_int
-                    }
-                };
+                // Rounded up, so a timer is never fired early.
+                let ms = timeout.map_or(-1, millis_rounded_up);
                 // SAFETY: `events` has room for `max` entries.
                 unsafe {
                     libc::epoll_wait(
@@ -252,11 +244,9 @@ impl Poller {
         cvt(unsafe {
             libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event)
         })?;
-        self.registered.fetch_add(1, Ordering::Relaxed);
-        self.registry
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(Arc::as_ptr(state) as usize, Arc::downgrade(state));
+        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        registry.insert(Arc::as_ptr(state) as usize, Arc::downgrade(state));
+        self.registered.store(registry.len(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -271,11 +261,11 @@ impl Poller {
             let mut event = libc::epoll_event { events: 0, u64: 0 };
             libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut event);
         }
-        self.registered.fetch_sub(1, Ordering::Relaxed);
-        self.registry
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(Arc::as_ptr(&state) as usize));
+        {
+            let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+            registry.remove(&(Arc::as_ptr(&state) as usize));
+            self.registered.store(registry.len(), Ordering::Relaxed);
+        }
         if on_poller_thread || self.is_closed() {
             drop(state);
         } else {

@@ -50,6 +50,16 @@ pub(crate) enum Direction {
     Write = 1,
 }
 
+impl Direction {
+    /// The `poll(2)` events that mean ready in this direction.
+    fn poll_events(self) -> libc::c_short {
+        match self {
+            Direction::Read => libc::POLLIN | libc::POLLRDHUP,
+            Direction::Write => libc::POLLOUT,
+        }
+    }
+}
+
 /// The readiness state of one fd, shared by its `Source` and (through the
 /// epoll data pointer) the poller it is registered with.
 pub(crate) struct FdState {
@@ -389,10 +399,6 @@ impl Drop for Dequeue<'_> {
 /// Blocks the calling thread in `poll(2)` until `fd` is ready in
 /// `direction` or `deadline` passes (false).
 fn poll_fd(fd: RawFd, direction: Direction, deadline: Option<Instant>) -> io::Result<bool> {
-    let events = match direction {
-        Direction::Read => libc::POLLIN | libc::POLLRDHUP,
-        Direction::Write => libc::POLLOUT,
-    };
     loop {
         let timeout_ms = match deadline {
             None => -1,
@@ -401,26 +407,49 @@ fn poll_fd(fd: RawFd, direction: Direction, deadline: Option<Instant>) -> io::Re
                 if left.is_zero() {
                     return Ok(false);
                 }
-                left.as_nanos()
-                    .div_ceil(1_000_000)
-                    .min(libc::c_int::MAX as u128) as libc::c_int
+                millis_rounded_up(left)
             }
         };
-        let mut pollfd = libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut pollfd, 1, timeout_ms) };
-        if n > 0 {
-            return Ok(true);
-        }
-        if n < 0 {
-            let error = io::Error::last_os_error();
-            if error.kind() != io::ErrorKind::Interrupted {
-                return Err(error);
+        match poll_once(fd, direction.poll_events(), timeout_ms) {
+            Ok(revents) => {
+                if revents != 0 {
+                    return Ok(true);
+                }
             }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
+}
+
+/// Whether `fd` is ready in `direction` right now (a zero-timeout poll).
+pub(crate) fn poll_now(fd: RawFd, direction: Direction) -> io::Result<bool> {
+    Ok(poll_once(fd, direction.poll_events(), 0)? != 0)
+}
+
+/// One `poll(2)` of one fd: the events that occurred (0 on timeout).
+pub(crate) fn poll_once(
+    fd: RawFd,
+    events: libc::c_short,
+    timeout_ms: libc::c_int,
+) -> io::Result<libc::c_short> {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    if unsafe { libc::poll(&mut pollfd, 1, timeout_ms) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pollfd.revents)
+}
+
+/// `timeout` in whole milliseconds, rounded up (so a wait never ends
+/// early), capped at what a `c_int` holds.
+pub(crate) fn millis_rounded_up(timeout: Duration) -> libc::c_int {
+    timeout
+        .as_nanos()
+        .div_ceil(1_000_000)
+        .min(libc::c_int::MAX as u128) as libc::c_int
 }

@@ -13,7 +13,9 @@
 //! - `sys.rs` — the raw calls std does not offer in non-blocking form
 //!   (`connect` without waiting, `accept4`, sockaddr conversions);
 //! - here: `SocketIo`, what every socket type shares (its `Source`,
-//!   timeouts, non-blocking mode), and name resolution.
+//!   timeouts, non-blocking mode, `try_clone`), the macros that give each
+//!   type std's conversions, stream `Read`/`Write` and timeout accessors,
+//!   and name resolution.
 //!
 //! Writes never raise SIGPIPE (they use `MSG_NOSIGNAL`): writing to a
 //! closed peer is an `EPIPE` error (`ErrorKind::BrokenPipe`).
@@ -95,6 +97,98 @@ macro_rules! conversions {
     };
 }
 
+/// `Read` and `Write` for a stream socket type and for shared references to
+/// it (so one coroutine may read while another writes), as std's stream
+/// types have. Reads park without a doomed `recv` after a short read
+/// (`SocketIo::read_stream`); writes pass `MSG_NOSIGNAL`, so a closed peer
+/// is `BrokenPipe`, never SIGPIPE.
+macro_rules! stream_read_write {
+    ($fibra:ident) => {
+        impl Read for $fibra {
+            #[inline]
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                (&*self).read(buf)
+            }
+
+            fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+                (&*self).read_vectored(bufs)
+            }
+        }
+
+        impl Read for &$fibra {
+            #[inline]
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.io
+                    .read_stream(buf.len(), |s| sys::recv(s.as_raw_fd(), buf, 0))
+            }
+
+            fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+                let len = bufs.iter().map(|b| b.len()).sum();
+                self.io
+                    .read_stream(len, |s| sys::recv_vectored(s.as_raw_fd(), bufs))
+            }
+        }
+
+        impl Write for $fibra {
+            #[inline]
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                (&*self).write(buf)
+            }
+
+            fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                (&*self).write_vectored(bufs)
+            }
+
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+
+        impl Write for &$fibra {
+            #[inline]
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.io.write(|s| sys::send(s.as_raw_fd(), buf))
+            }
+
+            fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                self.io.write(|s| sys::send_vectored(s.as_raw_fd(), bufs))
+            }
+
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+    };
+}
+
+/// std's timeout accessors, for the body of a socket type's `impl` (the
+/// type has an `io: SocketIo<_>` field).
+macro_rules! timeout_methods {
+    () => {
+        /// Limits how long a read or receive parks: past it, the call fails
+        /// with `ErrorKind::WouldBlock`, as std's does on Linux. `None` waits
+        /// for ever; a zero duration is `InvalidInput`.
+        pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+            self.io.set_read_timeout(timeout)
+        }
+
+        /// As `set_read_timeout`, for writes and sends.
+        pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+            self.io.set_write_timeout(timeout)
+        }
+
+        /// The read timeout.
+        pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+            Ok(self.io.read_timeout())
+        }
+
+        /// The write timeout.
+        pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+            Ok(self.io.write_timeout())
+        }
+    };
+}
+
 mod sys;
 mod tcp;
 mod udp;
@@ -102,7 +196,7 @@ mod unix;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -155,6 +249,25 @@ impl<T: AsRawFd> SocketIo<T> {
         inner
     }
 
+    /// Another `SocketIo` on a duplicate of the fd (registered on its own),
+    /// with this one's timeouts and non-blocking mode: `try_clone`.
+    pub fn try_clone(&self) -> io::Result<SocketIo<T>>
+    where
+        T: From<OwnedFd>,
+    {
+        let fd = sys::duplicate(self.inner.as_raw_fd())?;
+        let clone = SocketIo::new(T::from(fd));
+        clone
+            .read_timeout
+            .store(self.read_timeout.load(Ordering::Relaxed), Ordering::Relaxed);
+        clone.write_timeout.store(
+            self.write_timeout.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        clone.set_nonblocking(self.is_nonblocking());
+        Ok(clone)
+    }
+
     /// Unwraps the std socket, deregistered and still non-blocking.
     pub fn into_inner(self) -> T {
         let SocketIo { source, inner, .. } = self;
@@ -200,11 +313,8 @@ impl<T: AsRawFd> SocketIo<T> {
         if self.nonblocking.load(Ordering::Relaxed) {
             return op(&self.inner);
         }
-        let timeout = match timeout.load(Ordering::Relaxed) {
-            0 => None,
-            nanos => Some(Duration::from_nanos(nanos)),
-        };
-        self.source.io(direction, timeout, || op(&self.inner))
+        self.source
+            .io(direction, load_timeout(timeout), || op(&self.inner))
     }
 
     /// The readiness state, for waits that are not a plain retry loop
@@ -244,17 +354,19 @@ impl<T: AsRawFd> SocketIo<T> {
 fn store_timeout(slot: &AtomicU64, timeout: Option<Duration>) -> io::Result<()> {
     let nanos = match timeout {
         None => 0,
-        Some(t) if t.is_zero() => {
-            // As std: a zero timeout is an error, not "no timeout".
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "cannot set a 0 duration timeout",
-            ));
-        }
+        Some(t) if t.is_zero() => return Err(zero_timeout_error()),
         Some(t) => t.as_nanos().clamp(1, u64::MAX as u128) as u64,
     };
     slot.store(nanos, Ordering::Relaxed);
     Ok(())
+}
+
+/// As std: a zero timeout is an error, not "no timeout".
+fn zero_timeout_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "cannot set a 0 duration timeout",
+    )
 }
 
 fn load_timeout(slot: &AtomicU64) -> Option<Duration> {

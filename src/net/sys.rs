@@ -149,18 +149,29 @@ pub(crate) fn take_error(fd: RawFd) -> io::Result<Option<io::Error>> {
 /// Accepts one connection: a non-blocking, close-on-exec socket and the
 /// peer's address (the raw storage, for callers of other families).
 pub(crate) fn accept(fd: RawFd) -> io::Result<(OwnedFd, libc::sockaddr_storage)> {
-    let mut storage = MaybeUninit::<libc::sockaddr_storage>::zeroed();
-    let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: accept4 writes at most `len` bytes of address into `storage`;
-    // a non-negative result is a fresh fd that we wrap at once.
+    // SAFETY: sockaddr_storage is a libc sockaddr type.
+    unsafe { accept_as::<libc::sockaddr_storage>(fd) }.map(|(new, addr, _)| (new, addr))
+}
+
+/// `accept4` with `SOCK_NONBLOCK | SOCK_CLOEXEC`, the peer's address read
+/// into an `A` as the kernel wrote it, and that address's length.
+///
+/// # Safety
+/// `A` must be a libc socket address type: plain old data, valid all zero.
+unsafe fn accept_as<A>(fd: RawFd) -> io::Result<(OwnedFd, A, libc::socklen_t)> {
+    let mut addr = MaybeUninit::<A>::zeroed();
+    let mut len = mem::size_of::<A>() as libc::socklen_t;
+    // SAFETY: accept4 writes at most `len` bytes of address into `addr`; a
+    // non-negative result is a fresh fd that we wrap at once. A zeroed `A`
+    // is valid (the caller's promise), whatever part the kernel wrote.
     unsafe {
         let new = cvt(libc::accept4(
             fd,
-            storage.as_mut_ptr().cast(),
+            addr.as_mut_ptr().cast(),
             &mut len,
             libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
         ))?;
-        Ok((OwnedFd::from_raw_fd(new), storage.assume_init()))
+        Ok((OwnedFd::from_raw_fd(new), addr.assume_init(), len))
     }
 }
 
@@ -411,45 +422,29 @@ pub(crate) fn connect_unix(fd: RawFd, addr: &UnixSockaddr) -> io::Result<bool> {
     }
 }
 
-/// `sendto(2)` a Unix-domain address, with `MSG_NOSIGNAL`.
+/// `sendto(2)` a Unix-domain address, non-blocking and without SIGPIPE
+/// (as `send_to`).
 pub(crate) fn send_to_unix(fd: RawFd, buf: &[u8], addr: &UnixSockaddr) -> io::Result<usize> {
     // SAFETY: sendto reads at most `buf.len()` bytes from `buf` and
     // `addr.len` bytes of the valid sockaddr_un.
-    let n = unsafe {
+    cvt_len(unsafe {
         libc::sendto(
             fd,
             buf.as_ptr().cast(),
             buf.len(),
-            libc::MSG_NOSIGNAL,
+            SEND_FLAGS,
             (&raw const addr.addr).cast(),
             addr.len,
         )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    })
 }
 
 /// Accepts one connection on a Unix-domain listener: a non-blocking,
 /// close-on-exec socket, and the peer's address as the kernel wrote it
 /// (see `unix_addr_from_raw`).
 pub(crate) fn accept_unix(fd: RawFd) -> io::Result<(OwnedFd, libc::sockaddr_un, libc::socklen_t)> {
-    let mut addr = MaybeUninit::<libc::sockaddr_un>::zeroed();
-    let mut len = mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-    // SAFETY: accept4 writes at most `len` bytes of address into `addr`; a
-    // non-negative result is a fresh fd that we wrap at once. A zeroed
-    // sockaddr_un is valid whatever the kernel wrote into it.
-    unsafe {
-        let new = cvt(libc::accept4(
-            fd,
-            addr.as_mut_ptr().cast(),
-            &mut len,
-            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        ))?;
-        Ok((OwnedFd::from_raw_fd(new), addr.assume_init(), len))
-    }
+    // SAFETY: sockaddr_un is a libc sockaddr type.
+    unsafe { accept_as::<libc::sockaddr_un>(fd) }
 }
 
 /// The std `SocketAddr` of a `sockaddr_un` of `len` bytes the kernel wrote
@@ -509,17 +504,7 @@ pub(crate) fn socketpair(kind: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
 
 /// Whether the read side of socket `fd` is shut down (`POLLRDHUP`).
 pub(crate) fn read_shut_down(fd: RawFd) -> io::Result<bool> {
-    let mut pollfd = libc::pollfd {
-        fd,
-        events: libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd for the duration of the call.
-    let n = unsafe { libc::poll(&mut pollfd, 1, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(pollfd.revents & libc::POLLRDHUP != 0)
+    Ok(crate::io::poll_once(fd, libc::POLLRDHUP, 0)? & libc::POLLRDHUP != 0)
 }
 
 #[cfg(test)]

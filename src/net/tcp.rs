@@ -15,7 +15,7 @@ use std::net::{self, Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use super::{SocketIo, each_addr, resolve, sys};
+use super::{SocketIo, each_addr, resolve, sys, zero_timeout_error};
 use crate::io::{Direction, poll_now};
 
 /// Backlog passed to `listen`; the kernel caps it at `net.core.somaxconn`.
@@ -61,10 +61,9 @@ impl TcpListener {
 
     /// Another handle to the same socket (its own fd, registered on its own).
     pub fn try_clone(&self) -> io::Result<TcpListener> {
-        let fd = sys::duplicate(self.as_raw_fd())?;
-        let listener = TcpListener::from_nonblocking(net::TcpListener::from(fd));
-        listener.io.set_nonblocking(self.io.is_nonblocking());
-        Ok(listener)
+        Ok(TcpListener {
+            io: self.io.try_clone()?,
+        })
     }
 
     /// Sets `IP_TTL`.
@@ -148,10 +147,7 @@ impl TcpStream {
     /// in std).
     pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
         if timeout.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "cannot set a 0 duration timeout",
-            ));
+            return Err(zero_timeout_error());
         }
         connect_one(addr, Some(timeout))
     }
@@ -175,12 +171,9 @@ impl TcpStream {
     /// Another handle to the same connection (its own fd, registered on its
     /// own), e.g. to read in one coroutine and write in another.
     pub fn try_clone(&self) -> io::Result<TcpStream> {
-        let fd = sys::duplicate(self.as_raw_fd())?;
-        let clone = TcpStream::from_nonblocking(net::TcpStream::from(fd));
-        clone.io.set_read_timeout(self.read_timeout()?)?;
-        clone.io.set_write_timeout(self.write_timeout()?)?;
-        clone.io.set_nonblocking(self.io.is_nonblocking());
-        Ok(clone)
+        Ok(TcpStream {
+            io: self.io.try_clone()?,
+        })
     }
 
     /// Reads without removing the data from the socket's queue.
@@ -214,27 +207,7 @@ impl TcpStream {
         self.io.get().take_error()
     }
 
-    /// Limits how long a read parks: past it, the read fails with
-    /// `ErrorKind::WouldBlock`, as std's does on Linux. `None` waits for
-    /// ever; a zero duration is `InvalidInput`.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.io.set_read_timeout(timeout)
-    }
-
-    /// As `set_read_timeout`, for writes.
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.io.set_write_timeout(timeout)
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.read_timeout())
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.write_timeout())
-    }
+    timeout_methods!();
 
     /// With `true`, calls that would block return `WouldBlock` instead of
     /// parking (std's meaning).
@@ -281,62 +254,7 @@ fn connect_one(addr: &SocketAddr, timeout: Option<Duration>) -> io::Result<TcpSt
     Ok(stream)
 }
 
-impl Read for TcpStream {
-    #[inline]
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        (&*self).read_vectored(bufs)
-    }
-}
-
-impl Read for &TcpStream {
-    #[inline]
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io
-            .read_stream(buf.len(), |s| sys::recv(s.as_raw_fd(), buf, 0))
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        let len = bufs.iter().map(|b| b.len()).sum();
-        self.io
-            .read_stream(len, |s| sys::recv_vectored(s.as_raw_fd(), bufs))
-    }
-}
-
-impl Write for TcpStream {
-    #[inline]
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&*self).write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Write for &TcpStream {
-    /// Writes with `MSG_NOSIGNAL`: a closed peer is `BrokenPipe`, never
-    /// SIGPIPE.
-    #[inline]
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.io.write(|s| sys::send(s.as_raw_fd(), buf))
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.io.write(|s| sys::send_vectored(s.as_raw_fd(), bufs))
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+stream_read_write!(TcpStream);
 
 // ---------------------------------------------------------------------------
 // Conversions

@@ -130,35 +130,12 @@ impl UdpSocket {
     /// Another handle to the same socket (its own fd, registered on its
     /// own), with this one's timeouts and non-blocking mode.
     pub fn try_clone(&self) -> io::Result<UdpSocket> {
-        let fd = sys::duplicate(self.as_raw_fd())?;
-        let clone = UdpSocket::from_nonblocking(net::UdpSocket::from(fd));
-        clone.io.set_read_timeout(self.io.read_timeout())?;
-        clone.io.set_write_timeout(self.io.write_timeout())?;
-        clone.io.set_nonblocking(self.io.is_nonblocking());
-        Ok(clone)
+        Ok(UdpSocket {
+            io: self.io.try_clone()?,
+        })
     }
 
-    /// Limits how long a receive parks: past it, the receive fails with
-    /// `ErrorKind::WouldBlock`, as std's does on Linux. `None` waits for
-    /// ever; a zero duration is `InvalidInput`.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.io.set_read_timeout(timeout)
-    }
-
-    /// As `set_read_timeout`, for sends.
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.io.set_write_timeout(timeout)
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.read_timeout())
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.write_timeout())
-    }
+    timeout_methods!();
 
     /// Sets `SO_BROADCAST`: whether datagrams may go to a broadcast address.
     pub fn set_broadcast(&self, broadcast: bool) -> io::Result<()> {

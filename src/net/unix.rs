@@ -144,10 +144,9 @@ impl UnixListener {
 
     /// Another handle to the same socket (its own fd, registered on its own).
     pub fn try_clone(&self) -> io::Result<UnixListener> {
-        let fd = sys::duplicate(self.as_raw_fd())?;
-        let listener = UnixListener::from_nonblocking(net::UnixListener::from(fd));
-        listener.io.set_nonblocking(self.io.is_nonblocking());
-        Ok(listener)
+        Ok(UnixListener {
+            io: self.io.try_clone()?,
+        })
     }
 
     /// Reads and clears `SO_ERROR`.
@@ -237,12 +236,9 @@ impl UnixStream {
     /// own), with this one's timeouts and non-blocking mode: e.g. to read in
     /// one coroutine and write in another.
     pub fn try_clone(&self) -> io::Result<UnixStream> {
-        let fd = sys::duplicate(self.as_raw_fd())?;
-        let clone = UnixStream::from_nonblocking(net::UnixStream::from(fd));
-        clone.io.set_read_timeout(self.io.read_timeout())?;
-        clone.io.set_write_timeout(self.io.write_timeout())?;
-        clone.io.set_nonblocking(self.io.is_nonblocking());
-        Ok(clone)
+        Ok(UnixStream {
+            io: self.io.try_clone()?,
+        })
     }
 
     /// The local address (unnamed unless this end was bound).
@@ -255,27 +251,7 @@ impl UnixStream {
         self.io.get().peer_addr()
     }
 
-    /// Limits how long a read parks: past it, the read fails with
-    /// `ErrorKind::WouldBlock`, as std's does on Linux. `None` waits for
-    /// ever; a zero duration is `InvalidInput`.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.io.set_read_timeout(timeout)
-    }
-
-    /// As `set_read_timeout`, for writes.
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.io.set_write_timeout(timeout)
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.read_timeout())
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.write_timeout())
-    }
+    timeout_methods!();
 
     /// With `true`, calls that would block return `WouldBlock` instead of
     /// parking (std's meaning).
@@ -304,62 +280,7 @@ impl UnixStream {
     }
 }
 
-impl Read for UnixStream {
-    #[inline]
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        (&*self).read_vectored(bufs)
-    }
-}
-
-impl Read for &UnixStream {
-    #[inline]
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io
-            .read_stream(buf.len(), |s| sys::recv(s.as_raw_fd(), buf, 0))
-    }
-
-    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
-        let len = bufs.iter().map(|b| b.len()).sum();
-        self.io
-            .read_stream(len, |s| sys::recv_vectored(s.as_raw_fd(), bufs))
-    }
-}
-
-impl Write for UnixStream {
-    #[inline]
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        (&*self).write_vectored(bufs)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Write for &UnixStream {
-    /// Writes with `MSG_NOSIGNAL`: a closed peer is `BrokenPipe`, never
-    /// SIGPIPE.
-    #[inline]
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.io.write(|s| sys::send(s.as_raw_fd(), buf))
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.io.write(|s| sys::send_vectored(s.as_raw_fd(), bufs))
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
+stream_read_write!(UnixStream);
 
 // ---------------------------------------------------------------------------
 // UnixDatagram
@@ -434,12 +355,9 @@ impl UnixDatagram {
     /// Another handle to the same socket (its own fd, registered on its
     /// own), with this one's timeouts and non-blocking mode.
     pub fn try_clone(&self) -> io::Result<UnixDatagram> {
-        let fd = sys::duplicate(self.as_raw_fd())?;
-        let clone = UnixDatagram::from_nonblocking(net::UnixDatagram::from(fd));
-        clone.io.set_read_timeout(self.io.read_timeout())?;
-        clone.io.set_write_timeout(self.io.write_timeout())?;
-        clone.io.set_nonblocking(self.io.is_nonblocking());
-        Ok(clone)
+        Ok(UnixDatagram {
+            io: self.io.try_clone()?,
+        })
     }
 
     /// The local address (unnamed unless bound).
@@ -497,27 +415,7 @@ impl UnixDatagram {
         self.io.write(|s| sys::send(s.as_raw_fd(), buf))
     }
 
-    /// Limits how long a receive parks: past it, the receive fails with
-    /// `ErrorKind::WouldBlock`, as std's does on Linux. `None` waits for
-    /// ever; a zero duration is `InvalidInput`.
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.io.set_read_timeout(timeout)
-    }
-
-    /// As `set_read_timeout`, for sends.
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.io.set_write_timeout(timeout)
-    }
-
-    /// The read timeout.
-    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.read_timeout())
-    }
-
-    /// The write timeout.
-    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
-        Ok(self.io.write_timeout())
-    }
+    timeout_methods!();
 
     /// With `true`, calls that would block return `WouldBlock` instead of
     /// parking (std's meaning).

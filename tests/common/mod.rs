@@ -531,3 +531,89 @@ pub fn full_backlog() -> FullBacklog {
         addr,
     }
 }
+
+// ---------------------------------------------------------------------------
+// Files and a ticking coroutine (fs, stdio and Unix-socket tests)
+
+/// A fresh directory under the temp dir (named by pid and a counter),
+/// removed with its contents on drop.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("fibra-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create the temporary directory");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `len` pseudo-random bytes (xorshift64).
+pub fn pseudo_random(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut bytes = Vec::with_capacity(len + 8);
+    while bytes.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+/// A coroutine that counts its 1 ms sleeps until stopped: whether a worker
+/// keeps running its other coroutines while one of them waits. Start it
+/// from a coroutine of the worker to watch.
+pub struct Ticker {
+    ticks: Arc<AtomicUsize>,
+    done: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+impl Ticker {
+    pub fn start() -> Ticker {
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let (ticks, done) = (Arc::clone(&ticks), Arc::clone(&done));
+            fibra::spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    fibra::sleep(Duration::from_millis(1));
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        Ticker {
+            ticks,
+            done,
+            handle,
+        }
+    }
+
+    /// The tick count, to read from another coroutine.
+    pub fn counter(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.ticks)
+    }
+
+    /// Stops the ticker and waits for it to end.
+    pub fn stop(self) {
+        self.done.store(true, Ordering::SeqCst);
+        self.handle.join().unwrap();
+    }
+}
