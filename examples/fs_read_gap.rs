@@ -1,8 +1,10 @@
 //! Where `fibra::fs::read`'s time goes next to `std::fs::read`, for one
 //! cached file: per read, the mean time and the minor page faults of
-//! `std::fs::read` on this thread, `fibra::fs::read` from a coroutine, and
-//! `std::fs::read` run whole on a syscall thread (timed from the coroutine,
-//! and inside the job). One worker; the variants take turns, three rounds.
+//! `std::fs::read` on this thread, `fibra::fs::read` from a coroutine
+//! (served from the page cache on the worker, no hop), and
+//! `std::fs::read` run whole on a syscall thread (what a read that needs
+//! the hop costs; timed from the coroutine, and inside the job). One
+//! worker; the variants take turns, three rounds.
 //!
 //!     cargo run --release --example fs_read_gap [bytes, default 1 MiB]
 

@@ -11,6 +11,10 @@
 //! written, so a 1 GiB read never has a second buffer pinned anywhere.
 //! Called from a plain OS thread, every function simply runs inline.
 //!
+//! One exception: `read` (and `read_to_string`) serve a file that is in the
+//! page cache on the worker, without a hop, using the kernel's non-blocking
+//! `openat2(RESOLVE_CACHED)` and `preadv2(RWF_NOWAIT)` (`whole_file.rs`).
+//!
 //! Errors are exactly the `io::Error`s `std::fs` returns (a missing file is
 //! `ErrorKind::NotFound`), since the same `std::fs` calls make them.
 //!
@@ -37,6 +41,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawF
 use std::path::{Path, PathBuf};
 
 use crate::blocking::unblock_scoped;
+
+mod whole_file;
 
 /// The most bytes one hop to a syscall thread reads or writes. A `read` or
 /// `write` on a [`File`] with a larger buffer transfers at most this much
@@ -391,43 +397,14 @@ impl OpenOptions {
     }
 }
 
-/// Reads a whole file, as `std::fs::read`: one hop for a file of up to
-/// `MAX_CHUNK` bytes (open, size, read, close), one more per further chunk.
+/// Reads a whole file, as `std::fs::read`.
+///
+/// From a coroutine, a file in the page cache is opened and read on the
+/// worker itself, with the kernel's promise that nothing there blocks
+/// (`RESOLVE_CACHED`, `RWF_NOWAIT`); whatever would block goes to a syscall
+/// thread, one hop per `MAX_CHUNK`. See `src/fs/whole_file.rs`.
 pub fn read<P: AsRef<Path>>(path: P) -> io::Result<Vec<u8>> {
-    let path = path.as_ref();
-    // One hop opens the file, sizes the buffer and reads the first chunk;
-    // a file of up to `MAX_CHUNK` bytes is also closed there, so reading it
-    // costs a single hop (two hops made a 4 KiB read 2.4× std's).
-    let (rest, mut bytes) = unblock_scoped(move || {
-        let file = std::fs::File::open(path)?;
-        let mut bytes = Vec::new();
-        let size = file.metadata().ok().map(|meta| meta.len());
-        if let Some(size) = size {
-            let hint = usize::try_from(size).unwrap_or(usize::MAX);
-            bytes
-                .try_reserve_exact(hint)
-                .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
-        }
-        // A file that fits in one chunk is read as std::fs::read reads it:
-        // `&File`'s read_to_end sizes its read by the file (one read and a
-        // 32-byte probe for EOF). `Take`'s knows no size and reads 8 KiB,
-        // 16 KiB, ... doubling: 8 reads for 1 MiB.
-        let n = if size.is_some_and(|size| size <= MAX_CHUNK as u64) {
-            { &file }.read_to_end(&mut bytes)?
-        } else {
-            { &file }.take(MAX_CHUNK as u64).read_to_end(&mut bytes)?
-        };
-        // Done at a short read, or once the whole size `metadata` gave has
-        // arrived (a file of exactly one chunk needs no further hop).
-        let done = n < MAX_CHUNK || size == Some(n as u64);
-        Ok::<_, io::Error>(((!done).then_some(file), bytes))
-    })?;
-    if let Some(file) = rest {
-        read_rest(&file, &mut bytes, None)?;
-        // Closing is a system call too: not on the worker.
-        unblock_scoped(move || drop(file));
-    }
-    Ok(bytes)
+    whole_file::read(path.as_ref())
 }
 
 /// Reads a whole file as UTF-8, as `std::fs::read_to_string` (invalid
