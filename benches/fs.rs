@@ -87,6 +87,49 @@ fn bench_read(c: &mut Criterion) {
     }
 }
 
+/// 8 KiB `read_at`s walking through a cached 1 MiB file: `fibra::fs::File`
+/// from a coroutine (page-cache data is read on the worker) against
+/// `std::fs::File` on a plain thread.
+fn bench_read_at(c: &mut Criterion) {
+    use std::os::unix::fs::FileExt;
+    const LEN: usize = 1 << 20;
+    const CHUNK: usize = 8 << 10;
+    let mut group = c.benchmark_group("fs_read_at_8KiB");
+    let rt = fibra::Runtime::builder()
+        .workers(1)
+        .build()
+        .expect("runtime");
+    let path = test_file(LEN);
+    let offsets = || (0..).map(|i: usize| ((i * CHUNK) % LEN) as u64);
+    let file = std::sync::Arc::new(fibra::fs::File::from(
+        std::fs::File::open(&path).expect("open"),
+    ));
+    group.bench_function("fibra_read_at_in_coroutine", |b| {
+        b.iter_custom(|iters| {
+            let file = std::sync::Arc::clone(&file);
+            rt.block_on(move || {
+                let mut buf = vec![0u8; CHUNK];
+                let start = Instant::now();
+                for offset in offsets().take(iters as usize) {
+                    assert_eq!(file.read_at(&mut buf, offset).expect("read_at"), CHUNK);
+                }
+                start.elapsed()
+            })
+        })
+    });
+    let std_file = std::fs::File::open(&path).expect("open");
+    group.bench_function("std_read_at_on_thread", |b| {
+        let mut buf = vec![0u8; CHUNK];
+        let mut offsets = offsets();
+        b.iter(|| {
+            let offset = offsets.next().expect("endless");
+            assert_eq!(std_file.read_at(&mut buf, offset).expect("read_at"), CHUNK);
+        })
+    });
+    group.finish();
+    let _ = std::fs::remove_file(&path);
+}
+
 fn test_file_dir() -> Option<PathBuf> {
     Some(std::env::temp_dir().join(format!("fibra-bench-fs-{}", std::process::id())))
 }
@@ -94,6 +137,6 @@ fn test_file_dir() -> Option<PathBuf> {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
-    targets = bench_read
+    targets = bench_read, bench_read_at
 }
 criterion_main!(benches);

@@ -11,9 +11,10 @@
 //! written, so a 1 GiB read never has a second buffer pinned anywhere.
 //! Called from a plain OS thread, every function simply runs inline.
 //!
-//! One exception: `read` (and `read_to_string`) serve a file that is in the
+//! Two exceptions: `read` (and `read_to_string`) serve a file that is in the
 //! page cache on the worker, without a hop, using the kernel's non-blocking
-//! `openat2(RESOLVE_CACHED)` and `preadv2(RWF_NOWAIT)` (`whole_file.rs`).
+//! `openat2(RESOLVE_CACHED)` and `preadv2(RWF_NOWAIT)` (`whole_file.rs`);
+//! so does `File::read_at` (std's `FileExt`) for cached data.
 //!
 //! Errors are exactly the `io::Error`s `std::fs` returns (a missing file is
 //! `ErrorKind::NotFound`), since the same `std::fs` calls make them.
@@ -232,6 +233,36 @@ impl Read for File {
 
     fn read_to_string(&mut self, buf: &mut String) -> io::Result<usize> {
         (&*self).read_to_string(buf)
+    }
+}
+
+/// Positional reads and writes, as std's `FileExt` for `std::fs::File`
+/// (`use std::os::unix::fs::FileExt` works for both): the file position is
+/// neither used nor moved. At most `MAX_CHUNK` bytes per call; the
+/// `read_exact_at`/`write_all_at` loops come with the trait.
+///
+/// A `read_at` of data in the page cache runs on the worker, without a hop
+/// (`preadv2(RWF_NOWAIT)`, see `whole_file.rs`); anything else, and every
+/// `write_at`, is one hop. Plain `read` stays a hop: a read at the file
+/// position takes the open file's position lock, which a syscall thread
+/// blocked in a read or write of the same file holds until its disk answers.
+impl std::os::unix::fs::FileExt for File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let len = buf.len().min(MAX_CHUNK);
+        let buf = &mut buf[..len];
+        if crate::runtime::in_coroutine()
+            && let Some(n) = whole_file::read_cached_at(self.inner.as_raw_fd(), buf, offset)
+        {
+            return Ok(n);
+        }
+        let file = &self.inner;
+        unblock_scoped(move || file.read_at(buf, offset))
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        let buf = &buf[..buf.len().min(MAX_CHUNK)];
+        let file = &self.inner;
+        unblock_scoped(move || file.write_at(buf, offset))
     }
 }
 

@@ -318,3 +318,36 @@ fn a_worker_keeps_running_coroutines_during_file_io() {
         "the ticker never ran while the writer did its file I/O"
     );
 }
+
+#[test]
+fn read_at_and_write_at_leave_the_file_position_alone() {
+    use std::os::unix::fs::FileExt;
+    let dir = TempDir::new();
+    let path = dir.join("positional");
+    let check = |path: std::path::PathBuf| {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        file.write_all_at(b"hello world", 0).unwrap();
+        assert_eq!(file.write_at(b"W", 6).unwrap(), 1);
+        let mut word = [0u8; 5];
+        file.read_exact_at(&mut word, 6).unwrap();
+        let mut file = file;
+        assert_eq!(file.stream_position().unwrap(), 0);
+        let mut all = String::new();
+        file.read_to_string(&mut all).unwrap();
+        (word, all)
+    };
+    let p = path.clone();
+    let (word, all) = runtime().block_on(move || check(p));
+    assert_eq!(&word, b"World");
+    assert_eq!(all, "hello World");
+    // The same calls from a plain thread run inline.
+    let (word, all) = std::thread::spawn(move || check(path)).join().unwrap();
+    assert_eq!(&word, b"World");
+    assert_eq!(all, "hello World");
+}

@@ -284,3 +284,65 @@ fn a_huge_cached_read_lets_the_workers_other_coroutines_run() {
         "the other coroutine ran {turns} times during a {LEN}-byte read"
     );
 }
+
+#[test]
+fn read_at_serves_cached_data_on_the_worker_and_the_rest_through_a_hop() {
+    use std::os::unix::fs::FileExt;
+    let dir = TempDir::new();
+    let (cached, evicted) = (dir.join("cached.bin"), dir.join("evicted.bin"));
+    let data = pseudo_random(2 * MAX_CHUNK + 99);
+    std::fs::write(&cached, &data).unwrap();
+    let _ = std::fs::read(&cached).unwrap();
+    let was_evicted = write_uncached(&evicted, &data);
+    let inline = nowait_reads_supported(&cached);
+
+    let rt = runtime();
+    // Opened here, so that only the reads could start a syscall thread.
+    let file = fs::File::from(std::fs::File::open(&cached).unwrap());
+    let expected = data.clone();
+    let file = rt.block_on(move || {
+        let mut buf = vec![0u8; 3 * MAX_CHUNK];
+        // At most MAX_CHUNK per call, from the offset given.
+        assert_eq!(file.read_at(&mut buf, 5).unwrap(), MAX_CHUNK);
+        assert!(buf[..MAX_CHUNK] == expected[5..MAX_CHUNK + 5]);
+        let mut tail = [0u8; 200];
+        assert_eq!(
+            file.read_at(&mut tail, expected.len() as u64 - 50).unwrap(),
+            50
+        );
+        assert_eq!(tail[..50], expected[expected.len() - 50..]);
+        assert_eq!(file.read_at(&mut tail, expected.len() as u64).unwrap(), 0);
+        file
+    });
+    if inline {
+        assert_eq!(rt.blocking_stats().threads, 0, "a cached read_at hopped");
+    } else {
+        assert!(
+            rt.blocking_stats().threads >= 1,
+            "without RWF_NOWAIT it must hop"
+        );
+    }
+    drop(file);
+
+    let file = fs::File::from(std::fs::File::open(&evicted).unwrap());
+    let expected = data;
+    rt.block_on(move || {
+        let mut all = vec![0u8; expected.len()];
+        file.read_exact_at(&mut all, 0).unwrap();
+        assert!(
+            all == expected,
+            "read_exact_at of an evicted file: wrong bytes"
+        );
+        let mut past = [0u8; 8];
+        let err = file
+            .read_exact_at(&mut past, expected.len() as u64 - 4)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UnexpectedEof);
+    });
+    if was_evicted {
+        assert!(
+            rt.blocking_stats().threads >= 1,
+            "pages not in the cache were read without a hop"
+        );
+    }
+}

@@ -252,6 +252,19 @@ fn fill(fd: RawFd, bytes: &mut Vec<u8>, flags: libc::c_int) -> io::Result<Step> 
     }
 }
 
+/// `File::read_at`'s attempt on the worker: a `preadv2(RWF_NOWAIT)` at an
+/// explicit offset, which takes no lock a syscall thread could hold (unlike
+/// a read at the file position, which waits for the open file's position
+/// lock). `None` if the data is not all in the page cache, the filesystem
+/// cannot say, or anything else went wrong: the caller's hop then reads it
+/// as std would (and meets the same error).
+pub(super) fn read_cached_at(fd: RawFd, buf: &mut [u8], offset: u64) -> Option<usize> {
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and the kernel
+    // writes only initialized bytes into it, so `buf` stays initialized.
+    let buf = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+    pread(fd, buf, offset, libc::RWF_NOWAIT).ok()
+}
+
 /// One `preadv2` into `buf` at `offset`.
 fn pread(
     fd: RawFd,
