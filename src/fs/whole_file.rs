@@ -12,8 +12,9 @@
 //!   `EAGAIN` instead (Linux 5.12).
 //! - `preadv2(.., RWF_NOWAIT)` copies only what is in the page cache: it
 //!   returns what is there, or `EAGAIN`, having started readahead for the
-//!   rest. A filesystem that cannot promise this says `EOPNOTSUPP` (tmpfs,
-//!   procfs, FUSE, NFS here); local disk filesystems can.
+//!   rest. A filesystem that cannot promise this says `EOPNOTSUPP` (tmpfs
+//!   and procfs on the 6.18 kernel this was written on); local disk
+//!   filesystems such as ext4 can.
 //!
 //! io_uring makes the same two attempts inline before it punts a request
 //! to its worker threads. Here:
@@ -45,6 +46,9 @@
 //! What can still block a worker, as with io_uring's inline open: a
 //! filesystem whose `open` asks a server (FUSE sends its `OPEN` request
 //! and waits) and fanotify permission checks on open.
+//!
+//! `File::read_at` (in `fs.rs`) uses the same `RWF_NOWAIT` attempt,
+//! `read_cached_at`, before it hops.
 
 use std::ffi::CString;
 use std::io::{self, Read};
