@@ -76,8 +76,10 @@ pub(super) fn read(path: &Path) -> io::Result<Vec<u8>> {
         Some(file) => file,
         None => OwnedFd::from(unblock_scoped(move || std::fs::File::open(path))?),
     };
-    let Some(size) = regular_file_size(file.as_raw_fd()) else {
-        return read_whole_on_pool(file);
+    let size = match file_kind(file.as_raw_fd()) {
+        Kind::Regular { size } => size,
+        Kind::Fifo => return read_whole_on_pool(file, true),
+        Kind::Other => return read_whole_on_pool(file, false),
     };
     let mut bytes = Vec::new();
     let size = usize::try_from(size).unwrap_or(usize::MAX);
@@ -131,10 +133,19 @@ fn open_from_dentry_cache(path: &Path) -> io::Result<Option<OwnedFd>> {
     }
 }
 
-/// The size of the file if it is a regular file (from cached attributes);
-/// `None` for anything else, or if `statx` fails (the syscall thread then
-/// reads it as std would and meets the same error).
-fn regular_file_size(fd: RawFd) -> Option<u64> {
+/// What an open file is, as far as `read` cares.
+enum Kind {
+    /// A regular file, with its size from cached attributes.
+    Regular {
+        size: u64,
+    },
+    Fifo,
+    /// Anything else, or unknown because `statx` failed (the syscall thread
+    /// then reads it as std would and meets the same error).
+    Other,
+}
+
+fn file_kind(fd: RawFd) -> Kind {
     let mut stx = MaybeUninit::<libc::statx>::uninit();
     // SAFETY: the empty path with AT_EMPTY_PATH names `fd` itself; statx
     // writes one `statx` into `stx`, which is that size.
@@ -148,12 +159,15 @@ fn regular_file_size(fd: RawFd) -> Option<u64> {
         )
     };
     if rc != 0 {
-        return None;
+        return Kind::Other;
     }
     // SAFETY: statx returned 0, so it filled `stx`.
     let stx = unsafe { stx.assume_init() };
-    let is_regular = u32::from(stx.stx_mode) & libc::S_IFMT == libc::S_IFREG;
-    is_regular.then_some(stx.stx_size)
+    match u32::from(stx.stx_mode) & libc::S_IFMT {
+        libc::S_IFREG => Kind::Regular { size: stx.stx_size },
+        libc::S_IFIFO => Kind::Fifo,
+        _ => Kind::Other,
+    }
 }
 
 /// What one step of `fill` found.
@@ -294,11 +308,11 @@ fn pread(
 
 /// Reads anything but a regular file whole on a syscall thread, as
 /// `std::fs::read` would have after its blocking open (see the header).
-fn read_whole_on_pool(file: OwnedFd) -> io::Result<Vec<u8>> {
+fn read_whole_on_pool(file: OwnedFd, fifo: bool) -> io::Result<Vec<u8>> {
     unblock_scoped(move || {
         let fd = file.as_raw_fd();
         clear_nonblocking(fd)?;
-        if is_fifo(fd) {
+        if fifo {
             wait_for_fifo_writer(fd)?;
         }
         let mut bytes = Vec::new();
@@ -316,14 +330,6 @@ fn clear_nonblocking(fd: RawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-fn is_fifo(fd: RawFd) -> bool {
-    let mut stat = MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat writes one `stat` into `stat`, which is that size.
-    let rc = unsafe { libc::fstat(fd, stat.as_mut_ptr()) };
-    // SAFETY: fstat returned 0, so it filled `stat`.
-    rc == 0 && unsafe { stat.assume_init() }.st_mode & libc::S_IFMT == libc::S_IFIFO
 }
 
 /// Blocks until a FIFO opened without waiting has data or a writer that

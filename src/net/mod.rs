@@ -189,6 +189,39 @@ macro_rules! timeout_methods {
     };
 }
 
+/// `take_error` and `set_nonblocking`, for the body of every socket type's
+/// `impl` (the type has an `io: SocketIo<_>` field).
+macro_rules! state_methods {
+    () => {
+        /// Reads and clears `SO_ERROR`.
+        pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+            self.io.get().take_error()
+        }
+
+        /// With `true`, calls that would park (reads, writes, sends,
+        /// `accept`) return `WouldBlock` instead (std's meaning).
+        pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+            self.io.set_nonblocking(nonblocking);
+            Ok(())
+        }
+    };
+}
+
+/// `IP_TTL` accessors, for the IP socket types.
+macro_rules! ttl_methods {
+    () => {
+        /// Sets `IP_TTL`.
+        pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+            self.io.get().set_ttl(ttl)
+        }
+
+        /// The value of `IP_TTL`.
+        pub fn ttl(&self) -> io::Result<u32> {
+            self.io.get().ttl()
+        }
+    };
+}
+
 mod sys;
 mod tcp;
 mod udp;

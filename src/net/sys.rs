@@ -396,6 +396,23 @@ impl UnixSockaddr {
     }
 }
 
+/// `bind(2)` to an IP address.
+pub(crate) fn bind(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
+    let (storage, len) = to_sockaddr(addr);
+    // SAFETY: `storage` holds a valid sockaddr of length `len`; bind only
+    // reads it.
+    cvt(unsafe { libc::bind(fd, (&raw const storage).cast(), len) }).map(drop)
+}
+
+/// Backlog passed to `listen`; the kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: libc::c_int = 65535;
+
+/// `listen(2)` with the largest backlog the kernel allows.
+pub(crate) fn listen(fd: RawFd) -> io::Result<()> {
+    // SAFETY: listen(2) takes no memory; a bad fd is an error, not UB.
+    cvt(unsafe { libc::listen(fd, LISTEN_BACKLOG) }).map(drop)
+}
+
 /// `bind(2)` to a Unix-domain address.
 pub(crate) fn bind_unix(fd: RawFd, addr: &UnixSockaddr) -> io::Result<()> {
     // SAFETY: `addr.addr` is a valid sockaddr_un, meaningful for `addr.len`

@@ -18,9 +18,6 @@ use std::time::{Duration, Instant};
 use super::{SocketIo, each_addr, resolve, sys, zero_timeout_error};
 use crate::io::{Direction, poll_now};
 
-/// Backlog passed to `listen`; the kernel caps it at `net.core.somaxconn`.
-const LISTEN_BACKLOG: libc::c_int = 65535;
-
 // ---------------------------------------------------------------------------
 // TcpListener
 
@@ -66,26 +63,9 @@ impl TcpListener {
         })
     }
 
-    /// Sets `IP_TTL`.
-    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
-        self.io.get().set_ttl(ttl)
-    }
+    ttl_methods!();
 
-    /// The value of `IP_TTL`.
-    pub fn ttl(&self) -> io::Result<u32> {
-        self.io.get().ttl()
-    }
-
-    /// Reads and clears `SO_ERROR`.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.io.get().take_error()
-    }
-
-    /// With `true`, `accept` returns `WouldBlock` instead of parking.
-    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
-        self.io.set_nonblocking(nonblocking);
-        Ok(())
-    }
+    state_methods!();
 
     fn from_nonblocking(listener: net::TcpListener) -> TcpListener {
         TcpListener {
@@ -97,11 +77,8 @@ impl TcpListener {
 fn bind_one(addr: &SocketAddr) -> io::Result<TcpListener> {
     let fd = sys::socket(sys::family(addr), libc::SOCK_STREAM)?;
     sys::set_int_option(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    let (storage, len) = sys::to_sockaddr(addr);
-    // SAFETY: `storage` holds a valid sockaddr of length `len`; `fd` is open.
-    sys::cvt(unsafe { libc::bind(fd.as_raw_fd(), (&raw const storage).cast(), len) })?;
-    // SAFETY: listen(2) on an open, bound socket.
-    sys::cvt(unsafe { libc::listen(fd.as_raw_fd(), LISTEN_BACKLOG) })?;
+    sys::bind(fd.as_raw_fd(), addr)?;
+    sys::listen(fd.as_raw_fd())?;
     Ok(TcpListener::from_nonblocking(net::TcpListener::from(fd)))
 }
 
@@ -192,29 +169,11 @@ impl TcpStream {
         self.io.get().nodelay()
     }
 
-    /// Sets `IP_TTL`.
-    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
-        self.io.get().set_ttl(ttl)
-    }
-
-    /// The value of `IP_TTL`.
-    pub fn ttl(&self) -> io::Result<u32> {
-        self.io.get().ttl()
-    }
-
-    /// Reads and clears `SO_ERROR`.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.io.get().take_error()
-    }
+    ttl_methods!();
 
     timeout_methods!();
 
-    /// With `true`, calls that would block return `WouldBlock` instead of
-    /// parking (std's meaning).
-    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
-        self.io.set_nonblocking(nonblocking);
-        Ok(())
-    }
+    state_methods!();
 
     fn from_nonblocking(stream: net::TcpStream) -> TcpStream {
         TcpStream {

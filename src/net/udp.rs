@@ -201,27 +201,9 @@ impl UdpSocket {
         self.io.get().leave_multicast_v6(multiaddr, interface)
     }
 
-    /// Sets `IP_TTL`.
-    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
-        self.io.get().set_ttl(ttl)
-    }
+    ttl_methods!();
 
-    /// The value of `IP_TTL`.
-    pub fn ttl(&self) -> io::Result<u32> {
-        self.io.get().ttl()
-    }
-
-    /// Reads and clears `SO_ERROR`.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.io.get().take_error()
-    }
-
-    /// With `true`, calls that would block return `WouldBlock` instead of
-    /// parking (std's meaning).
-    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
-        self.io.set_nonblocking(nonblocking);
-        Ok(())
-    }
+    state_methods!();
 
     fn from_nonblocking(socket: net::UdpSocket) -> UdpSocket {
         UdpSocket {
@@ -233,9 +215,7 @@ impl UdpSocket {
 /// A new non-blocking socket bound to `addr`.
 fn bind_one(addr: &SocketAddr) -> io::Result<UdpSocket> {
     let fd = sys::socket(sys::family(addr), libc::SOCK_DGRAM)?;
-    let (storage, len) = sys::to_sockaddr(addr);
-    // SAFETY: `storage` holds a valid sockaddr of length `len`; `fd` is open.
-    sys::cvt(unsafe { libc::bind(fd.as_raw_fd(), (&raw const storage).cast(), len) })?;
+    sys::bind(fd.as_raw_fd(), addr)?;
     Ok(UdpSocket::from_nonblocking(net::UdpSocket::from(fd)))
 }
 

@@ -55,10 +55,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::SocketIo;
-use super::sys::{self, UnixSockaddr, cvt};
-
-/// Backlog passed to `listen`; the kernel caps it at `net.core.somaxconn`.
-const LISTEN_BACKLOG: libc::c_int = 65535;
+use super::sys::{self, UnixSockaddr};
 
 /// First and longest pause between retries of a wait epoll cannot see (see
 /// the module docs).
@@ -112,8 +109,7 @@ impl UnixListener {
     fn bind_to(addr: &UnixSockaddr) -> io::Result<UnixListener> {
         let fd = sys::socket(libc::AF_UNIX, libc::SOCK_STREAM)?;
         sys::bind_unix(fd.as_raw_fd(), addr)?;
-        // SAFETY: listen(2) on an open, bound socket.
-        cvt(unsafe { libc::listen(fd.as_raw_fd(), LISTEN_BACKLOG) })?;
+        sys::listen(fd.as_raw_fd())?;
         Ok(UnixListener::from_nonblocking(net::UnixListener::from(fd)))
     }
 
@@ -149,16 +145,7 @@ impl UnixListener {
         })
     }
 
-    /// Reads and clears `SO_ERROR`.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.io.get().take_error()
-    }
-
-    /// With `true`, `accept` returns `WouldBlock` instead of parking.
-    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
-        self.io.set_nonblocking(nonblocking);
-        Ok(())
-    }
+    state_methods!();
 
     fn from_nonblocking(listener: net::UnixListener) -> UnixListener {
         UnixListener {
@@ -253,17 +240,7 @@ impl UnixStream {
 
     timeout_methods!();
 
-    /// With `true`, calls that would block return `WouldBlock` instead of
-    /// parking (std's meaning).
-    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
-        self.io.set_nonblocking(nonblocking);
-        Ok(())
-    }
-
-    /// Reads and clears `SO_ERROR`.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.io.get().take_error()
-    }
+    state_methods!();
 
     /// Shuts down the read, write or both halves. Shutting down writes gives
     /// the peer end of file once it has read what was sent; a coroutine
@@ -417,17 +394,7 @@ impl UnixDatagram {
 
     timeout_methods!();
 
-    /// With `true`, calls that would block return `WouldBlock` instead of
-    /// parking (std's meaning).
-    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
-        self.io.set_nonblocking(nonblocking);
-        Ok(())
-    }
-
-    /// Reads and clears `SO_ERROR`.
-    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        self.io.get().take_error()
-    }
+    state_methods!();
 
     /// Shuts down the read, write or both halves. A coroutine parked
     /// receiving on this socket wakes with 0 bytes when reads are shut
