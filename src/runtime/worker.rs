@@ -74,7 +74,8 @@ use crate::coroutine::CoroutineResult;
 use crate::io::Poller;
 
 use super::Shared;
-use super::task::{NO_HOME, Suspend, Task};
+use super::spawn::drop_unrun;
+use super::task::{NO_HOME, Suspend, Task, TaskCoroutine, TaskYielder};
 use super::timer::Timers;
 
 /// Picks between fairness checks of the inbox, timers and global queue.
@@ -249,6 +250,7 @@ impl Worker {
     /// The worker thread's body: runs tasks until the runtime shuts down and
     /// every task homed here has finished.
     pub fn run(&self) {
+        let _abort_if_unwinding = AbortIfUnwinding { index: self.index };
         crate::stack::ensure_signal_stack();
         WORKER.with(|w| w.set(self as *const Worker));
         while let Some(task) = self.next_task() {
@@ -266,12 +268,15 @@ impl Worker {
             task.live_slot.set(live.len());
             live.push(Arc::as_ptr(&task));
         }
-        self.current.set(Arc::as_ptr(&task));
         // SAFETY: this is the task's home worker, the only thread that
         // touches its coroutine once it has started; no other reference to
         // the coroutine exists while it runs.
-        let coroutine = unsafe { (*task.coroutine.get()).as_mut() };
-        let outcome = match coroutine {
+        let slot = unsafe { &mut *task.coroutine.get() };
+        if slot.is_none() {
+            *slot = self.start_task(&task);
+        }
+        self.current.set(Arc::as_ptr(&task));
+        let outcome = match slot {
             Some(coroutine) => coroutine.resume(()),
             None => CoroutineResult::Return(()),
         };
@@ -281,6 +286,37 @@ impl Worker {
             // The PARKED state owns this reference now (see task.rs).
             CoroutineResult::Yield(Suspend::Park) => std::mem::forget(task),
             CoroutineResult::Return(()) => self.finish(&task),
+        }
+    }
+
+    /// Binds a stack from this thread's pool to a task that runs for the
+    /// first time and wraps its body in a coroutine. If no stack can be
+    /// had, the body is dropped here and the `JoinHandle` gets the error.
+    #[cold]
+    fn start_task(&self, task: &Arc<Task>) -> Option<TaskCoroutine> {
+        // SAFETY: home worker; the body is taken once, before the first run.
+        let body = unsafe { (*task.body.get()).take() }?;
+        let stack = match crate::stack::acquire(task.stack_size) {
+            Ok(stack) => stack,
+            Err(error) => {
+                drop_unrun(body, Some((task, error)));
+                return None;
+            }
+        };
+        let task_ptr = TaskPtr(Arc::as_ptr(task));
+        let entry = move |yielder: &TaskYielder, ()| {
+            let task_ptr = task_ptr;
+            // SAFETY: see TaskPtr; the yielder lives on this stack until the
+            // closure returns, and is used only while the task runs.
+            let task = unsafe { &*task_ptr.0 };
+            task.yielder.set(yielder as *const TaskYielder);
+            body.run(task);
+            task.yielder.set(std::ptr::null());
+        };
+        match TaskCoroutine::with_stack(stack, task.id, task.name.clone(), entry) {
+            Ok(coroutine) => Some(coroutine),
+            // The wrapper is a pointer and a box: it always fits.
+            Err((stack, error)) => unreachable!("a task entry did not fit on {stack:?}: {error}"),
         }
     }
 
@@ -642,11 +678,20 @@ impl Worker {
     /// unless a timer is already due or `work_waiting()` says there is
     /// something to do. Coroutines whose fds became ready are queued.
     fn sleep_unless(&self, work_waiting: impl Fn() -> bool) {
+        // An idle moment is when this thread gives back the deep pages of
+        // the stacks it pooled (at most every few tens of ms; see
+        // src/stack/pool.rs); if one is pending, wake for it.
+        let trim = crate::stack::trim_idle_cache(Instant::now());
         let me = &self.shared.workers[self.index];
         me.sleeping.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        let deadline = self.timers.borrow_mut().next_deadline();
-        let due = deadline.is_some_and(|d| d <= Instant::now());
+        let now = Instant::now();
+        let timer = self.timers.borrow_mut().next_deadline();
+        let deadline = match (timer, trim) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let due = timer.is_some_and(|d| d <= now);
         if !due && !work_waiting() {
             let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             self.poller().poll(timeout);
@@ -691,10 +736,43 @@ fn prefetch_record(task: &Task) {
 }
 
 /// Drops a task that never started; its closure's `ResultSender` delivers
-/// `Cancelled` to the `JoinHandle`.
+/// `Cancelled` to the `JoinHandle`. A panic in a capture's `Drop` is
+/// reported, never unwinds the caller.
 fn drop_unstarted(task: Arc<Task>) {
     // SAFETY: an unstarted task is owned by the queue entry we just took.
-    drop(unsafe { (*task.coroutine.get()).take() });
+    if let Some(body) = unsafe { (*task.body.get()).take() } {
+        drop_unrun(body, None);
+    }
+}
+
+/// A pointer to the task, moved into its own coroutine's closure.
+struct TaskPtr(*const Task);
+// SAFETY: the task outlives its coroutine (it owns it), and the pointer is
+// dereferenced only on the thread running that coroutine.
+unsafe impl Send for TaskPtr {}
+
+/// Aborts the process if a worker loop unwinds. Nothing of a task runs
+/// outside its catch-all body, so this is defence in depth: a worker that
+/// unwound would drop its queues, and the last reference to a started task
+/// could then be dropped on another thread, unwinding its stack there —
+/// which would move `!Send` values across threads (the home-worker rule).
+struct AbortIfUnwinding {
+    index: usize,
+}
+
+impl Drop for AbortIfUnwinding {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "fibra: worker {} is unwinding out of its scheduler loop; aborting, because \
+                 its started coroutines cannot move to another thread",
+                self.index
+            );
+            std::process::abort();
+        }
+    }
 }
 
 /// Drops the tasks left in a global injector after the workers exited.
