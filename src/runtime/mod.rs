@@ -239,7 +239,7 @@ impl Runtime {
         // no cancellation point; nothing before it can unwind after the spawn.
         let handle = unsafe { spawn_unchecked(Arc::clone(&self.shared), Builder::new(), f) }
             .unwrap_or_else(|e| panic!("fibra: cannot spawn a coroutine: {e}"));
-        match handle.cell.wait(true) {
+        match handle.join_uncancelled() {
             Ok(value) => value,
             Err(payload) => match payload.downcast::<io::Error>() {
                 Ok(error) => panic!("fibra: the coroutine could not start: {error}"),
