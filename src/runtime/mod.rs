@@ -384,6 +384,7 @@ fn park_task(task: &Task, deadline: Option<Instant>) -> bool {
             return true;
         }
         worker.timers.borrow_mut().insert(deadline, &task.arc());
+        worker.watch_clock_soon();
     }
     // Set by the worker if the timer, not an unpark, ends the park.
     task.timed_out.set(false);

@@ -31,6 +31,23 @@
 //! the TLB), then the inbox, timers, the injector, and stealing from the
 //! other workers.
 //!
+//! # Timers and I/O beside busy coroutines
+//!
+//! Picks are not equal in length: a coroutine may compute for milliseconds
+//! between two `yield_now` calls, and 61 such picks kept a due timer (or a
+//! ready socket) waiting 55–69 ms. So besides the fairness check, a worker
+//! looks at the clock about every `CLOCK_PERIOD` (250 µs): it counts picks
+//! down, and at each look it measures how long the last picks took and
+//! sets the countdown so that the next look comes after about that much
+//! time — every pick when picks take a millisecond, every 61st when they
+//! take nanoseconds. A look fires due timers and, if the poller has fds
+//! and was not polled for `IO_POLL_PERIOD` (500 µs), polls it without
+//! blocking. With no timer armed and no fd registered a look reads no
+//! clock (the yield of two coroutines pays one counter decrement per
+//! pick); arming a timer makes the next pick look. Go checks timers on
+//! every schedule and leaves sockets to sysmon's 10 ms netpoll; reading
+//! the clock on every pick here would cost more than the yield itself.
+//!
 //! # Idling without lost wakeups or busy waiting
 //!
 //! A worker with nothing to do polls the shared sources for up to 50 µs if
@@ -80,6 +97,12 @@ use super::timer::Timers;
 
 /// Picks between fairness checks of the inbox, timers and global queue.
 const FAIRNESS_INTERVAL: u32 = 61;
+/// How often, in time, a busy worker looks at its timers and (with
+/// `IO_POLL_PERIOD`) its poller; see "Timers and I/O beside busy
+/// coroutines" in the module docs.
+const CLOCK_PERIOD: Duration = Duration::from_micros(250);
+/// The longest a busy worker with registered fds goes without polling them.
+const IO_POLL_PERIOD: Duration = Duration::from_micros(500);
 /// Consecutive `run_next` picks before the local queue gets a turn.
 const RUN_NEXT_STREAK: u32 = 16;
 /// Rounds of looking for work before an idle worker sleeps.
@@ -134,6 +157,13 @@ pub(crate) struct Worker {
     /// reference its queue entry, its running worker or its PARKED state holds).
     live: RefCell<Vec<*const Task>>,
     tick: Cell<u32>,
+    /// Picks left before the next look at the clock, the length of the
+    /// current countdown, and when the clock was last read there.
+    clock_left: Cell<u32>,
+    clock_interval: Cell<u32>,
+    last_clock: Cell<Instant>,
+    /// When the clock look last polled the poller.
+    last_io_poll: Cell<Instant>,
     /// Whether shutdown has cancelled the tasks homed here.
     cancelled_all: Cell<bool>,
     /// Picks left in the current turn of `local` and of `fresh`.
@@ -240,6 +270,10 @@ impl Worker {
             timers: RefCell::new(Timers::default()),
             live: RefCell::new(Vec::new()),
             tick: Cell::new(0),
+            clock_left: Cell::new(FAIRNESS_INTERVAL),
+            clock_interval: Cell::new(FAIRNESS_INTERVAL),
+            last_clock: Cell::new(Instant::now()),
+            last_io_poll: Cell::new(Instant::now()),
             cancelled_all: Cell::new(false),
             local_left: Cell::new(0),
             fresh_left: Cell::new(0),
@@ -355,6 +389,12 @@ impl Worker {
                 return Some(task);
             }
         }
+        let left = self.clock_left.get();
+        if left > 1 {
+            self.clock_left.set(left - 1);
+        } else {
+            self.look_at_clock();
+        }
         if let Some(task) = self.take_run_next() {
             return Some(task);
         }
@@ -362,6 +402,49 @@ impl Worker {
             return Some(task);
         }
         self.find_work()
+    }
+
+    /// Makes the next pick look at the clock: a timer was just armed, and
+    /// the countdown may have been set long while nothing was watched.
+    #[inline]
+    pub fn watch_clock_soon(&self) {
+        if self.clock_interval.get() == 0 {
+            self.clock_left.set(1);
+        }
+    }
+
+    /// Fires due timers and polls the poller if it has not been polled for
+    /// `IO_POLL_PERIOD`, then sets how many picks until the next look so
+    /// that looks come about every `CLOCK_PERIOD`, judging by how long the
+    /// picks since the last look took (at least every pick, at most every
+    /// `FAIRNESS_INTERVAL` picks). With no timer armed and no fd
+    /// registered it reads no clock.
+    #[inline(never)]
+    fn look_at_clock(&self) {
+        let watching_io = self.poller().has_registrations();
+        if self.timers.borrow().len() == 0 && !watching_io {
+            self.clock_interval.set(0);
+            self.clock_left.set(FAIRNESS_INTERVAL);
+            return;
+        }
+        let now = Instant::now();
+        let picks = self.clock_interval.get();
+        let next = if picks == 0 {
+            // The clock was not read at the last look: measure from here.
+            1
+        } else {
+            let per_pick = now.saturating_duration_since(self.last_clock.get()) / picks;
+            let fit = CLOCK_PERIOD.as_nanos() / per_pick.as_nanos().max(1);
+            fit.clamp(1, FAIRNESS_INTERVAL as u128) as u32
+        };
+        self.clock_interval.set(next);
+        self.clock_left.set(next);
+        self.last_clock.set(now);
+        self.fire_timers_at(now);
+        if watching_io && now.saturating_duration_since(self.last_io_poll.get()) >= IO_POLL_PERIOD {
+            self.last_io_poll.set(now);
+            self.poll_io();
+        }
     }
 
     fn take_run_next(&self) -> Option<Arc<Task>> {
@@ -555,11 +638,15 @@ impl Worker {
 
     /// Wakes the tasks whose deadline has passed; returns how many.
     fn fire_timers(&self) -> usize {
-        let mut timers = self.timers.borrow_mut();
-        if timers.len() == 0 {
+        if self.timers.borrow().len() == 0 {
             return 0;
         }
-        let now = Instant::now();
+        self.fire_timers_at(Instant::now())
+    }
+
+    /// Wakes the tasks whose deadline is `now` or earlier; returns how many.
+    fn fire_timers_at(&self, now: Instant) -> usize {
+        let mut timers = self.timers.borrow_mut();
         let mut fired = 0;
         while let Some(task) = timers.pop_due(now) {
             // Mark first: only this thread reads it, after resuming the task.

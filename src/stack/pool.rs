@@ -34,18 +34,21 @@
 //! would double the cost of a spawn + join, and which stacks went deep is
 //! not recorded anywhere. Two passes:
 //!
-//! - on release, the page just below the boundary is sampled (eight words,
-//!   a few loads): if any is non-zero the coroutine went deeper, and the
-//!   pages are given back at once. The common shallow coroutine costs no
-//!   system call. (Reading an untouched page maps the shared zero page,
-//!   which costs no memory.)
-//! - a deep page can hold only zeros at the sampled words (a zeroed
-//!   buffer), so a stack released without being given back is marked
-//!   untrimmed, and a worker about to sleep gives back the untrimmed
-//!   stacks of its cache (`trim_idle_cache`), at most once per
-//!   `IDLE_TRIM_INTERVAL`; stacks it hands to the shared pool are given
-//!   back on the way. A spawn-per-request server thus pays one `madvise`
-//!   per interval for the stack it keeps reusing, not one per request.
+//! - a stack released is marked untrimmed, and a worker about to sleep
+//!   gives back the untrimmed stacks of its cache (`trim_idle_cache`), at
+//!   most once per `IDLE_TRIM_INTERVAL`; stacks a cache hands to the shared
+//!   pool are given back on the way. A spawn-per-request server thus pays
+//!   one `madvise` per interval for the stack it keeps reusing, not one per
+//!   request. A worker that never idles keeps at most its cache's stacks
+//!   untrimmed, and reuses them.
+//! - a thread that never makes idle passes (a plain thread running raw
+//!   coroutines) samples, on release, the page just below the boundary
+//!   (eight words): if any is non-zero the coroutine went deeper, and the
+//!   pages are given back at once. (Reading an untouched page maps the
+//!   shared zero page, which costs no memory.) A deep page holding only
+//!   zeros at the sampled words escapes this check. Workers skip it: the
+//!   load touches a page the coroutine did not, and its TLB miss was most
+//!   of the added cost of a spawn + join.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -109,6 +112,8 @@ thread_local! {
     static THREAD_CACHES: RefCell<ThreadCaches> = const { RefCell::new(ThreadCaches(Vec::new())) };
     /// When this thread last gave back the deep pages of its cache.
     static LAST_IDLE_TRIM: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// Whether this thread makes idle passes (it is a worker).
+    static MAKES_IDLE_PASSES: Cell<bool> = const { Cell::new(false) };
 }
 
 static SHARED: Mutex<Vec<SizeClass>> = Mutex::new(Vec::new());
@@ -182,7 +187,7 @@ fn take_pooled(wanted: usize) -> Option<Stack> {
 /// thread's cache (a full cache hands half to the shared pool) unless the
 /// pools are at their budget, in which case it is unmapped.
 pub(crate) fn release(mut stack: Stack) {
-    if deep_pages_touched(&stack) {
+    if !MAKES_IDLE_PASSES.with(Cell::get) && deep_pages_touched(&stack) {
         give_back_deep_pages(&mut stack);
     }
     if POOLED.load(Ordering::Relaxed) >= pool_budget() {
@@ -258,6 +263,7 @@ pub(crate) fn trim_shared() -> usize {
 /// have (a worker about to sleep wakes then). None when nothing is left
 /// to give back.
 pub(crate) fn trim_idle_cache(now: Instant) -> Option<Instant> {
+    MAKES_IDLE_PASSES.with(|c| c.set(true));
     THREAD_CACHES
         .try_with(|caches| {
             let mut caches = caches.try_borrow_mut().ok()?;
