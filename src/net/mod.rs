@@ -99,11 +99,12 @@ macro_rules! conversions {
 
 /// `Read` and `Write` for a stream socket type and for shared references to
 /// it (so one coroutine may read while another writes), as std's stream
-/// types have. Reads park without a doomed `recv` after a short read
-/// (`SocketIo::read_stream`); writes pass `MSG_NOSIGNAL`, so a closed peer
-/// is `BrokenPipe`, never SIGPIPE.
+/// types have. Reads call `$recv` (a `sys` stream read, which tells whether
+/// the kernel ended the read early) and park without a doomed `recv` after
+/// a short read (`SocketIo::read_stream`); writes pass `MSG_NOSIGNAL`, so a
+/// closed peer is `BrokenPipe`, never SIGPIPE.
 macro_rules! stream_read_write {
-    ($fibra:ident) => {
+    ($fibra:ident, $recv:path) => {
         impl Read for $fibra {
             #[inline]
             fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -118,8 +119,7 @@ macro_rules! stream_read_write {
         impl Read for &$fibra {
             #[inline]
             fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-                self.io
-                    .read_stream(buf.len(), |s| sys::recv(s.as_raw_fd(), buf, 0))
+                self.io.read_stream(buf.len(), |s| $recv(s.as_raw_fd(), buf))
             }
 
             fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
@@ -321,10 +321,10 @@ impl<T: AsRawFd> SocketIo<T> {
     pub fn read_stream(
         &self,
         len: usize,
-        mut op: impl FnMut(&T) -> io::Result<usize>,
+        mut op: impl FnMut(&T) -> io::Result<sys::StreamRead>,
     ) -> io::Result<usize> {
         if self.nonblocking.load(Ordering::Relaxed) {
-            return op(&self.inner);
+            return op(&self.inner).map(|(n, _)| n);
         }
         let timeout = load_timeout(&self.read_timeout);
         self.source.read_stream(timeout, len, || op(&self.inner))

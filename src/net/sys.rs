@@ -290,16 +290,54 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<
     } as isize)
 }
 
-/// Scattered `recv` (`recvmsg`), non-blocking.
-pub(crate) fn recv_vectored(fd: RawFd, bufs: &mut [std::io::IoSliceMut<'_>]) -> io::Result<usize> {
+/// What a stream read returned: the byte count, and whether the kernel
+/// said it ended the read early with data still queued (`MSG_CTRUNC`, see
+/// `recv_vectored`). `Source::read_stream` trusts a short read only
+/// without the second.
+pub(crate) type StreamRead = (usize, bool);
+
+/// `recv(2)` from a TCP stream, non-blocking. TCP carries no ancillary
+/// data, so the kernel never reports a read ended early (a read stopped at
+/// the urgent mark is told by the poller's `EPOLLPRI`: see
+/// src/io/source.rs).
+#[inline]
+pub(crate) fn recv_tcp_stream(fd: RawFd, buf: &mut [u8]) -> io::Result<StreamRead> {
+    recv(fd, buf, 0).map(|n| (n, false))
+}
+
+/// `recvmsg(2)` from a Unix stream into `buf`, non-blocking; see
+/// `recv_vectored`.
+#[inline]
+pub(crate) fn recv_unix_stream(fd: RawFd, buf: &mut [u8]) -> io::Result<StreamRead> {
+    recv_vectored(fd, &mut [std::io::IoSliceMut::new(buf)])
+}
+
+/// Scattered `recv` (`recvmsg`), non-blocking, without a control buffer.
+/// A Unix-stream read ends with a chunk that carried ancillary data (file
+/// descriptors; with `SO_PASSCRED`, a change of writer) even when more is
+/// queued; the kernel then drops that data, as std's `read` does, and
+/// sets `MSG_CTRUNC`, returned here as "ended early".
+pub(crate) fn recv_vectored(
+    fd: RawFd,
+    bufs: &mut [std::io::IoSliceMut<'_>],
+) -> io::Result<StreamRead> {
     // SAFETY: msghdr is plain old data; zero is a valid empty header.
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     // IoSliceMut is guaranteed ABI-compatible with iovec on Unix.
     msg.msg_iov = bufs.as_mut_ptr() as *mut libc::iovec;
     msg.msg_iovlen = bufs.len().min(libc::c_int::MAX as usize) as _;
-    // SAFETY: `msg` points to `bufs`, which outlive the call; recvmsg
-    // writes at most their lengths into them.
-    cvt_len(unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) })
+    // SAFETY: recvmsg(fd, &msg, flags): `msg` points to `bufs`, which
+    // outlive the call; the kernel writes at most their lengths into them
+    // and the result flags into `msg`. (The raw system call, as for `recv`.)
+    let n = cvt_len(unsafe {
+        libc::syscall(
+            libc::SYS_recvmsg,
+            fd,
+            &raw mut msg,
+            libc::MSG_DONTWAIT,
+        )
+    } as isize)?;
+    Ok((n, msg.msg_flags & libc::MSG_CTRUNC != 0))
 }
 
 /// `recvfrom(2)` with `flags`, non-blocking: the byte count and the

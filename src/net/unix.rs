@@ -9,7 +9,9 @@
 //! socket ready (see `SocketIo`). Writes and sends go through
 //! `sys::send`/`sys::send_to_unix` with `MSG_NOSIGNAL`, so a closed peer is
 //! `BrokenPipe` and never SIGPIPE whatever std's own calls do (a plain
-//! `write(2)` would raise it). The peer address `accept4` reports becomes
+//! `write(2)` would raise it). Stream reads use `recvmsg`,
+//! whose `MSG_CTRUNC` tells a read the kernel ended at a chunk carrying
+//! file descriptors (see src/io/source.rs, "Short stream reads"). The peer address `accept4` reports becomes
 //! std's `SocketAddr` without another system call (`sys::unix_addr_from_raw`).
 //! `bind` and `connect` look their path up on the calling worker, as Go's
 //! do: the lookup is served from the kernel's directory cache, and only a
@@ -257,7 +259,7 @@ impl UnixStream {
     }
 }
 
-stream_read_write!(UnixStream);
+stream_read_write!(UnixStream, sys::recv_unix_stream);
 
 // ---------------------------------------------------------------------------
 // UnixDatagram
