@@ -20,6 +20,20 @@
 //! Writes never raise SIGPIPE (they use `MSG_NOSIGNAL`): writing to a
 //! closed peer is an `EPIPE` error (`ErrorKind::BrokenPipe`).
 //!
+//! # A file switched back to blocking mode
+//!
+//! `O_NONBLOCK` belongs to the open file description, which a socket shares
+//! with its duplicates: a `try_clone` twin converted into a std socket
+//! clears it for both (std code expects a blocking socket), and so can any
+//! other holder of a duplicate. No call of a fibra socket relies on the
+//! flag, so none blocks its worker then: reads, receives, peeks, writes
+//! and sends pass `MSG_DONTWAIT` (sys.rs); `accept`, which has no such
+//! flag, reads the mode first and in blocking mode accepts only what
+//! `poll` says is queued (`sys::accept`); `connect` runs on a socket just
+//! created, which nobody else holds yet. (`fibra::io::Pollable` runs the
+//! caller's own operation, to which it cannot add a flag: it relies on the
+//! mode; see its docs.)
+//!
 //! Name resolution (`ToSocketAddrs` with a host name) runs on the syscall
 //! threads (`fibra::blocking`), never on a worker; socket addresses and IP
 //! addresses resolve in place.
@@ -271,10 +285,9 @@ impl<T: AsRawFd> SocketIo<T> {
 
     /// Unwraps the std socket, deregistered and back in blocking mode (what
     /// std code expects of it). The mode belongs to the open file
-    /// description, so fibra clones (`try_clone`) of the socket see it too:
-    /// their reads, writes and sends are unaffected (they pass
-    /// `MSG_DONTWAIT`), but an `accept` on a listener's clone would then
-    /// block its worker.
+    /// description, so fibra clones (`try_clone`) of the socket see it too;
+    /// they still never block their worker (see "A file switched back to
+    /// blocking mode" in the module docs).
     pub fn into_blocking(self) -> T {
         let SocketIo { source, inner, .. } = self;
         drop(source);

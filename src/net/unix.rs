@@ -9,7 +9,9 @@
 //! socket ready (see `SocketIo`). Writes and sends go through
 //! `sys::send`/`sys::send_to_unix` with `MSG_NOSIGNAL`, so a closed peer is
 //! `BrokenPipe` and never SIGPIPE whatever std's own calls do (a plain
-//! `write(2)` would raise it). Stream reads use `recvmsg`,
+//! `write(2)` would raise it); every call passes `MSG_DONTWAIT` (or, for
+//! `accept`, checks the mode), so none blocks the worker when a std twin
+//! has made the file blocking (see mod.rs). Stream reads use `recvmsg`,
 //! whose `MSG_CTRUNC` tells a read the kernel ended at a chunk carrying
 //! file descriptors (see src/io/source.rs, "Short stream reads"). The peer address `accept4` reports becomes
 //! std's `SocketAddr` without another system call (`sys::unix_addr_from_raw`).
@@ -355,7 +357,7 @@ impl UnixDatagram {
     /// address (as std's blocking call does).
     pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         let eof_when_shut = !self.io.is_nonblocking();
-        self.io.read(|s| match s.recv_from(buf) {
+        self.io.read(|s| match sys::recv_from_unix(s.as_raw_fd(), buf) {
             Err(e) if eof_when_shut && is_shut_down_for_reads(s, &e)? => {
                 Ok((0, sys::unnamed_unix_addr()?))
             }
@@ -367,7 +369,7 @@ impl UnixDatagram {
     /// arrives. Once the socket's read side is shut down, returns 0.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         let eof_when_shut = !self.io.is_nonblocking();
-        self.io.read(|s| match s.recv(buf) {
+        self.io.read(|s| match sys::recv(s.as_raw_fd(), buf, 0) {
             Err(e) if eof_when_shut && is_shut_down_for_reads(s, &e)? => Ok(0),
             result => result,
         })
