@@ -13,8 +13,9 @@
 //! `accept`, checks the mode), so none blocks the worker when a std twin
 //! has made the file blocking (see mod.rs). Stream reads use `recvmsg`,
 //! whose `MSG_CTRUNC` tells a read the kernel ended at a chunk carrying
-//! file descriptors (see src/io/source.rs, "Short stream reads"). The peer address `accept4` reports becomes
-//! std's `SocketAddr` without another system call (`sys::unix_addr_from_raw`).
+//! file descriptors (see src/io/source.rs, "Short stream reads"). The
+//! peer address `accept4` reports becomes std's `SocketAddr` without
+//! another system call (`sys::unix_addr_from_raw`).
 //! `bind` and `connect` look their path up on the calling worker, as Go's
 //! do: the lookup is served from the kernel's directory cache, and only a
 //! socket file on a network file system could make it wait.
