@@ -64,7 +64,10 @@ fn spin_until_acked(fd: RawFd) {
         if info.tcpi_unacked == 0 {
             return;
         }
-        assert!(Instant::now() < deadline, "the sent bytes were never acknowledged");
+        assert!(
+            Instant::now() < deadline,
+            "the sent bytes were never acknowledged"
+        );
         std::hint::spin_loop();
     }
 }
@@ -212,7 +215,9 @@ fn send_with_fd(fd: RawFd, bytes: &[u8], passed: RawFd) {
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
         (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize;
-        libc::CMSG_DATA(cmsg).cast::<RawFd>().write_unaligned(passed);
+        libc::CMSG_DATA(cmsg)
+            .cast::<RawFd>()
+            .write_unaligned(passed);
     }
     // SAFETY: `msg` points to live buffers for the duration of the call.
     let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT) };

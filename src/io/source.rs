@@ -129,11 +129,8 @@ impl FdState {
     /// The events an fd is registered for, edge-triggered: both
     /// directions, the peer's hang-up, and TCP urgent data (`EPOLLPRI`, see
     /// "Short stream reads"). `EPOLLERR` and `EPOLLHUP` come unasked.
-    pub const EPOLL_EVENTS: u32 = (libc::EPOLLIN
-        | libc::EPOLLOUT
-        | libc::EPOLLRDHUP
-        | libc::EPOLLPRI
-        | libc::EPOLLET) as u32;
+    pub const EPOLL_EVENTS: u32 =
+        (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLPRI | libc::EPOLLET) as u32;
 
     fn lock(&self) -> MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
@@ -148,11 +145,9 @@ impl FdState {
     /// Called by the poller for an epoll event: wakes the waiters of each
     /// direction the event concerns.
     pub fn ready(&self, events: u32) {
-        let read = (libc::EPOLLIN
-            | libc::EPOLLPRI
-            | libc::EPOLLRDHUP
-            | libc::EPOLLHUP
-            | libc::EPOLLERR) as u32;
+        let read =
+            (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR)
+                as u32;
         let write = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
         let mut waiting = self.lock();
         let distrust = (libc::EPOLLPRI | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;

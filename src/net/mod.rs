@@ -133,7 +133,8 @@ macro_rules! stream_read_write {
         impl Read for &$fibra {
             #[inline]
             fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-                self.io.read_stream(buf.len(), |s| $recv(s.as_raw_fd(), buf))
+                self.io
+                    .read_stream(buf.len(), |s| $recv(s.as_raw_fd(), buf))
             }
 
             fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {

@@ -349,14 +349,8 @@ pub(crate) fn recv_vectored(
     // SAFETY: recvmsg(fd, &msg, flags): `msg` points to `bufs`, which
     // outlive the call; the kernel writes at most their lengths into them
     // and the result flags into `msg`. (The raw system call, as for `recv`.)
-    let n = cvt_len(unsafe {
-        libc::syscall(
-            libc::SYS_recvmsg,
-            fd,
-            &raw mut msg,
-            libc::MSG_DONTWAIT,
-        )
-    } as isize)?;
+    let n = unsafe { libc::syscall(libc::SYS_recvmsg, fd, &raw mut msg, libc::MSG_DONTWAIT) };
+    let n = cvt_len(n as isize)?;
     Ok((n, msg.msg_flags & libc::MSG_CTRUNC != 0))
 }
 

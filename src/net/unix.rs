@@ -358,12 +358,13 @@ impl UnixDatagram {
     /// address (as std's blocking call does).
     pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         let eof_when_shut = !self.io.is_nonblocking();
-        self.io.read(|s| match sys::recv_from_unix(s.as_raw_fd(), buf) {
-            Err(e) if eof_when_shut && is_shut_down_for_reads(s, &e)? => {
-                Ok((0, sys::unnamed_unix_addr()?))
-            }
-            result => result,
-        })
+        self.io
+            .read(|s| match sys::recv_from_unix(s.as_raw_fd(), buf) {
+                Err(e) if eof_when_shut && is_shut_down_for_reads(s, &e)? => {
+                    Ok((0, sys::unnamed_unix_addr()?))
+                }
+                result => result,
+            })
     }
 
     /// Receives one datagram from the connected peer, parking until one
