@@ -617,3 +617,23 @@ impl Ticker {
         self.handle.join().unwrap();
     }
 }
+
+// ---------------------------------------------------------------------------
+// Unix-domain datagrams (tests/net_unix.rs, tests/net_timeouts.rs)
+
+/// Fills the Unix datagram receiver bound at `path` with datagrams from a
+/// std socket until the kernel refuses one with `WouldBlock`; returns them
+/// in order.
+pub fn fill_unix_datagram_receiver(path: &std::path::Path) -> Vec<Vec<u8>> {
+    let filler = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    filler.set_nonblocking(true).unwrap();
+    let mut sent = Vec::new();
+    loop {
+        let bytes = format!("filler {}", sent.len()).into_bytes();
+        match filler.send_to(&bytes, path) {
+            Ok(_) => sent.push(bytes),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return sent,
+            Err(e) => panic!("filling the receiver: {e}"),
+        }
+    }
+}
