@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{WATCHDOG, join, listen, pair, runtime, watchdog, yield_until};
+use common::{WATCHDOG, join, listen, pair, runtime, tcp_info, watchdog, yield_until};
 use fibra::net::{TcpStream, UnixStream};
 
 /// How long a read may wait for data that is already queued before the
@@ -41,29 +41,12 @@ fn send_raw(fd: RawFd, bytes: &[u8], flags: libc::c_int) {
 }
 
 /// Spins (without parking, so the worker does not poll) until the peer
-/// has acknowledged every byte sent on the TCP socket `fd`: then all of it
+/// has acknowledged every byte sent on the TCP socket: then all of it
 /// sits in the peer's receive queue. (`FIONREAD` cannot tell: with urgent
 /// data pending it counts only the bytes before the mark.)
-fn spin_until_acked(fd: RawFd) {
+fn spin_until_acked(socket: &TcpStream) {
     let deadline = Instant::now() + STRANDED;
-    loop {
-        // SAFETY: tcp_info is plain old data; all zeroes is valid.
-        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
-        // SAFETY: getsockopt writes at most `len` bytes into `info`.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_INFO,
-                (&raw mut info).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(rc, 0, "TCP_INFO: {}", io::Error::last_os_error());
-        if info.tcpi_unacked == 0 {
-            return;
-        }
+    while tcp_info(socket).tcpi_unacked != 0 {
         assert!(
             Instant::now() < deadline,
             "the sent bytes were never acknowledged"
@@ -162,7 +145,7 @@ fn urgent_in_the_middle(inline: bool, prefix: &'static str) -> (Vec<Vec<u8>>, Op
         send_raw(client.as_raw_fd(), b"abc", 0);
         send_raw(client.as_raw_fd(), b"!", libc::MSG_OOB);
         send_raw(client.as_raw_fd(), b"def", 0);
-        spin_until_acked(client.as_raw_fd());
+        spin_until_acked(&client);
         let (reads, urgent) = join(reader);
         drop(client);
         (reads.unwrap_or_else(|e| panic!("{e}")), urgent)

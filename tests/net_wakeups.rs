@@ -114,19 +114,49 @@ fn spawn_on<T: Send + 'static>(
     handle
 }
 
-/// Watches `progress` (rounds done) until it reaches `rounds`; if it stops
-/// for `STALL`, calls `heal` (one more event, so that the parked waiter and
-/// the runtime can finish) and fails, naming the round.
-fn watch_rounds(what: &str, progress: &AtomicUsize, rounds: usize, heal: impl FnOnce()) {
+/// Runs `round(0..rounds)` in a coroutine on worker `tid` of `rt`; each
+/// round waits for its one event and returns the byte it read, which must
+/// be its own. If the rounds stop progressing for `STALL`, sets `stop`,
+/// calls `heal` (one more event, so that the parked waiter and the runtime
+/// can finish) and fails, naming the round. Fails too if a round took more
+/// than `LONGEST_WAIT`.
+fn run_rounds(
+    rt: &Runtime,
+    tid: i32,
+    what: &str,
+    rounds: usize,
+    stop: &Arc<AtomicBool>,
+    mut round: impl FnMut(usize) -> u8 + Send + 'static,
+    heal: impl FnOnce(),
+) {
+    let progress = Arc::new(AtomicUsize::new(0));
+    let handle = {
+        let (progress, stop) = (Arc::clone(&progress), Arc::clone(stop));
+        spawn_on(rt, tid, move || {
+            let mut longest = Duration::ZERO;
+            for i in 0..rounds {
+                let start = Instant::now();
+                let byte = round(i);
+                if stop.load(Ordering::SeqCst) {
+                    return None;
+                }
+                assert_eq!(byte, i as u8, "round {i} read its own byte");
+                longest = longest.max(start.elapsed());
+                progress.store(i + 1, Ordering::SeqCst);
+            }
+            Some(longest)
+        })
+    };
     let mut last = (0, Instant::now());
     loop {
         let done = progress.load(Ordering::SeqCst);
         if done >= rounds {
-            return;
+            break;
         }
         if done != last.0 {
             last = (done, Instant::now());
         } else if last.1.elapsed() > STALL {
+            stop.store(true, Ordering::SeqCst);
             heal();
             panic!(
                 "{what}: round {done} of {rounds} lost its wakeup: its one event came \
@@ -135,6 +165,11 @@ fn watch_rounds(what: &str, progress: &AtomicUsize, rounds: usize, heal: impl Fn
         }
         thread::sleep(Duration::from_millis(1));
     }
+    let longest = join(handle).expect("all rounds ran");
+    assert!(
+        longest <= LONGEST_WAIT,
+        "{what}: the longest round took {longest:?}"
+    );
 }
 
 #[test]
@@ -160,55 +195,42 @@ fn an_event_handled_between_the_failed_try_and_the_park_ends_the_wait() {
         assert_eq!((&*reader).read(&mut [0u8; 4]).unwrap(), 1);
         let other = *tids.iter().find(|&&t| t != home).expect("two workers");
 
-        let progress = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let rounds = {
+        let round = {
             let (reader, writer) = (Arc::clone(&reader), Arc::clone(&writer));
-            let (progress, stop) = (Arc::clone(&progress), Arc::clone(&stop));
-            move || {
-                let mut longest = Duration::ZERO;
-                for round in 0..ROUNDS {
-                    let start = Instant::now();
-                    let mut byte = [0u8; 1];
-                    let mut sent = false;
-                    let n = reader.read_with(|mut stream| match stream.read(&mut byte) {
-                        Err(e) if e.kind() == ErrorKind::WouldBlock && !sent => {
-                            // Inside the window: the snapshot is taken, the
-                            // try failed, the park has not begun.
-                            sent = true;
-                            spin_until("the registering worker sleeps", || {
-                                asleep_in(home, EPOLL_WAITS)
-                            });
-                            let before = times_asleep(home);
-                            (&*writer).write_all(&[round as u8]).unwrap();
-                            spin_until("the registering worker handled the event", || {
-                                times_asleep(home) > before && asleep_in(home, EPOLL_WAITS)
-                            });
-                            Err(e)
-                        }
-                        result => result,
-                    });
-                    if stop.load(Ordering::SeqCst) {
-                        return None;
+            move |i: usize| {
+                let mut byte = [0u8; 1];
+                let mut sent = false;
+                let n = reader.read_with(|mut stream| match stream.read(&mut byte) {
+                    Err(e) if e.kind() == ErrorKind::WouldBlock && !sent => {
+                        // Inside the window: the snapshot is taken, the try
+                        // failed, the park has not begun.
+                        sent = true;
+                        spin_until("the registering worker sleeps", || {
+                            asleep_in(home, EPOLL_WAITS)
+                        });
+                        let before = times_asleep(home);
+                        (&*writer).write_all(&[i as u8]).unwrap();
+                        spin_until("the registering worker handled the event", || {
+                            times_asleep(home) > before && asleep_in(home, EPOLL_WAITS)
+                        });
+                        Err(e)
                     }
-                    assert_eq!(n.unwrap(), 1);
-                    assert_eq!(byte[0], round as u8, "round {round} read its own byte");
-                    assert!(sent, "round {round}: the first try found the socket empty");
-                    longest = longest.max(start.elapsed());
-                    progress.store(round + 1, Ordering::SeqCst);
-                }
-                Some(longest)
+                    result => result,
+                });
+                assert_eq!(n.unwrap(), 1);
+                assert!(sent, "round {i}: the first try found the socket empty");
+                byte[0]
             }
         };
-        let handle = spawn_on(&rt, other, rounds);
-        watch_rounds("event in the window", &progress, ROUNDS, || {
-            stop.store(true, Ordering::SeqCst);
-            (&*writer).write_all(b"!").unwrap();
-        });
-        let longest = join(handle).expect("all rounds ran");
-        assert!(
-            longest <= LONGEST_WAIT,
-            "the longest round took {longest:?}"
+        run_rounds(
+            &rt,
+            other,
+            "event in the window",
+            ROUNDS,
+            &stop,
+            round,
+            || (&*writer).write_all(b"!").unwrap(),
         );
     });
 }
@@ -255,37 +277,18 @@ fn one_byte_per_round_wakes_a_tcp_reader_on_another_worker_every_time() {
             .find(|&&t| t != home)
             .expect("two workers");
 
-        let progress = Arc::new(AtomicUsize::new(0));
-        let rounds = {
+        let round = {
             let (server, requested) = (Arc::clone(&server), Arc::clone(&requested));
-            let (progress, stop) = (Arc::clone(&progress), Arc::clone(&stop));
-            move || {
-                let mut longest = Duration::ZERO;
-                for round in 0..ROUNDS {
-                    let mut byte = [0u8; 1];
-                    let start = Instant::now();
-                    requested.store(round + 1, Ordering::SeqCst);
-                    (&*server).read_exact(&mut byte).unwrap();
-                    if stop.load(Ordering::SeqCst) {
-                        return None;
-                    }
-                    assert_eq!(byte[0], round as u8, "round {round} read its own byte");
-                    longest = longest.max(start.elapsed());
-                    progress.store(round + 1, Ordering::SeqCst);
-                }
-                Some(longest)
+            move |i: usize| {
+                let mut byte = [0u8; 1];
+                requested.store(i + 1, Ordering::SeqCst);
+                (&*server).read_exact(&mut byte).unwrap();
+                byte[0]
             }
         };
-        let handle = spawn_on(&rt, other, rounds);
-        watch_rounds("tcp rounds", &progress, ROUNDS, || {
-            stop.store(true, Ordering::SeqCst);
-            (&*client).write_all(b"!").unwrap();
+        run_rounds(&rt, other, "tcp rounds", ROUNDS, &stop, round, || {
+            (&*client).write_all(b"!").unwrap()
         });
-        let longest = join(handle).expect("all rounds ran");
         join(writer);
-        assert!(
-            longest <= LONGEST_WAIT,
-            "the longest round took {longest:?}"
-        );
     });
 }

@@ -159,12 +159,12 @@ pub(crate) fn accept(fd: RawFd) -> io::Result<(OwnedFd, libc::sockaddr_storage)>
 /// `accept4` has no per-call `MSG_DONTWAIT`: it blocks if the listener's
 /// open file description has lost `O_NONBLOCK` (a `try_clone` twin given
 /// back to std clears it for both; so can any other holder of a
-/// duplicate). So the mode is read first (`F_GETFL`, ≈ 0.2–0.35 µs next to
-/// ≈ 3 µs for the `accept4`), and in blocking mode `accept4` is called
-/// only when `poll` says a connection is queued, else the caller parks as
-/// on `EAGAIN`. What remains: another thread accepting through the
-/// blocking twin may take that connection between the `poll` and the
-/// `accept4`.
+/// duplicate). So the mode is read first (`F_GETFL`: ≈ 0.17 µs added to
+/// an `accept4` of ≈ 2.3–2.7 µs, see BENCHMARKS.md), and in blocking mode
+/// `accept4` is called only when `poll` says a connection is queued, else
+/// the caller parks as on `EAGAIN`. What remains: another thread accepting
+/// through the blocking twin may take that connection between the `poll`
+/// and the `accept4`.
 ///
 /// # Safety
 /// `A` must be a libc socket address type: plain old data, valid all zero.
@@ -361,22 +361,38 @@ pub(crate) fn recv_from(
     buf: &mut [u8],
     flags: libc::c_int,
 ) -> io::Result<(usize, SocketAddr)> {
-    // SAFETY: sockaddr_storage is plain old data; all zeroes is valid.
-    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: sockaddr_storage is a libc sockaddr type.
+    let (n, storage, _) = unsafe { recv_from_as::<libc::sockaddr_storage>(fd, buf, flags) }?;
+    Ok((n, from_sockaddr(&storage)?))
+}
+
+/// `recvfrom(2)` with `flags | MSG_DONTWAIT`: the byte count, and the
+/// sender's address read into an `A` as the kernel wrote it, with its
+/// length.
+///
+/// # Safety
+/// `A` must be a libc socket address type: plain old data, valid all zero.
+unsafe fn recv_from_as<A>(
+    fd: RawFd,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<(usize, A, libc::socklen_t)> {
+    let mut addr = MaybeUninit::<A>::zeroed();
+    let mut len = mem::size_of::<A>() as libc::socklen_t;
     // SAFETY: recvfrom writes at most `buf.len()` bytes into `buf` and at
-    // most `len` bytes of address into `storage`.
-    let n = cvt_len(unsafe {
-        libc::recvfrom(
+    // most `len` bytes of address into `addr`. A zeroed `A` is valid (the
+    // caller's promise), whatever part the kernel wrote.
+    unsafe {
+        let n = cvt_len(libc::recvfrom(
             fd,
             buf.as_mut_ptr().cast(),
             buf.len(),
             flags | libc::MSG_DONTWAIT,
-            (&raw mut storage).cast(),
+            addr.as_mut_ptr().cast(),
             &mut len,
-        )
-    })?;
-    Ok((n, from_sockaddr(&storage)?))
+        ))?;
+        Ok((n, addr.assume_init(), len))
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -520,21 +536,8 @@ pub(crate) fn accept_unix(fd: RawFd) -> io::Result<(OwnedFd, libc::sockaddr_un, 
 /// count and the sender's address (unnamed if it was not bound, or bound
 /// to a path std cannot hold: the datagram is not lost for that).
 pub(crate) fn recv_from_unix(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, UnixAddr)> {
-    // SAFETY: sockaddr_un is plain old data; all zeroes is valid.
-    let mut addr: libc::sockaddr_un = unsafe { mem::zeroed() };
-    let mut len = mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-    // SAFETY: recvfrom writes at most `buf.len()` bytes into `buf` and at
-    // most `len` bytes of address into `addr`.
-    let n = cvt_len(unsafe {
-        libc::recvfrom(
-            fd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-            (&raw mut addr).cast(),
-            &mut len,
-        )
-    })?;
+    // SAFETY: sockaddr_un is a libc sockaddr type.
+    let (n, addr, len) = unsafe { recv_from_as::<libc::sockaddr_un>(fd, buf, 0) }?;
     let from = match unix_addr_from_raw(&addr, len) {
         Ok(from) => from,
         Err(_) => unnamed_unix_addr()?,
