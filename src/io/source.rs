@@ -68,9 +68,10 @@
 //! saving for the rest of its life. Rejected: `SIOCATMARK` after every
 //! short read (an `ioctl` per request costs what the saved `recv` did),
 //! and no shortcut at all on Unix streams: every Unix-socket server would
-//! pay a failing `recv` per request (≈ 0.33–0.5 µs on a 2-vCPU VM), where
-//! `recvmsg` costs ≈ 0.1–0.25 µs more than `recvfrom` (64-byte reads,
-//! pinned, medians of 41 rounds; see BENCHMARKS.md). One case
+//! pay a failing `recv` per request (≈ 0.31 µs on the project's 2-vCPU
+//! VM), where `recvmsg` costs ≈ 0.12–0.15 µs more than `recvfrom`
+//! (64-byte reads, pinned, medians of 41 rounds; see BENCHMARKS.md). One
+//! case
 //! stays open: a program that takes the urgent byte itself (`recv` with
 //! `MSG_OOB` on the raw fd) before any event reported it clears the
 //! kernel's `EPOLLPRI` while reads still stop at the mark; such a program
