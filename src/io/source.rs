@@ -51,10 +51,11 @@
 //! - TCP urgent data (`MSG_OOB`): a read stops at the urgent mark, with
 //!   the data behind the mark queued. The socket is registered for
 //!   `EPOLLPRI`, which the kernel reports from the moment the urgent byte
-//!   arrives until a read passes the mark. Every event collected in that
-//!   span carries it, so the event whose sequence number a read stopped at
-//!   the mark started from says `EPOLLPRI` (or a later event is still to
-//!   come, which ends the wait anyway);
+//!   arrives until a read passes the mark. So if a read that stopped at
+//!   the mark started from the sequence number of an event collected after
+//!   the urgent byte came, that event said `EPOLLPRI` (and the flag below
+//!   was set before the number moved); if the event was collected before,
+//!   the urgent byte's own event is still to come and ends the wait;
 //! - a Unix-stream chunk that carried ancillary data: the kernel ends a
 //!   read with the chunk that carried file descriptors (`SCM_RIGHTS`), and
 //!   with `SO_PASSCRED` it never joins chunks from different writers.
@@ -71,8 +72,7 @@
 //! pay a failing `recv` per request (≈ 0.31 µs on the project's 2-vCPU
 //! VM), where `recvmsg` costs ≈ 0.12–0.15 µs more than `recvfrom`
 //! (64-byte reads, pinned, medians of 41 rounds; see BENCHMARKS.md). One
-//! case
-//! stays open: a program that takes the urgent byte itself (`recv` with
+//! case stays open: a program that takes the urgent byte itself (`recv` with
 //! `MSG_OOB` on the raw fd) before any event reported it clears the
 //! kernel's `EPOLLPRI` while reads still stop at the mark; such a program
 //! should put the socket in non-blocking mode (`set_nonblocking(true)`),
