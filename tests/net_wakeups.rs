@@ -258,6 +258,9 @@ fn one_byte_per_round_wakes_a_tcp_reader_on_another_worker_every_time() {
                 started.store(gettid() as usize, Ordering::SeqCst);
                 let mut first = [0u8; 1];
                 (&*server).read_exact(&mut first).unwrap();
+                // Tell the test the first byte is consumed: the rounds must
+                // not start before, or round 0 could read it.
+                started.store(usize::MAX, Ordering::SeqCst);
                 for round in 0..ROUNDS {
                     while requested.load(Ordering::SeqCst) != round + 1 {
                         if stop.load(Ordering::SeqCst) {
@@ -270,8 +273,11 @@ fn one_byte_per_round_wakes_a_tcp_reader_on_another_worker_every_time() {
             })
         };
         wait_until_workers_sleep("nw-tcp", 2);
-        (&*client).write_all(b"r").unwrap();
         let home = writer_started.load(Ordering::SeqCst) as i32;
+        (&*client).write_all(b"r").unwrap();
+        spin_until("the writer consumed the first byte", || {
+            writer_started.load(Ordering::SeqCst) == usize::MAX
+        });
         let other = *worker_tids("nw-tcp", 2)
             .iter()
             .find(|&&t| t != home)
