@@ -70,12 +70,10 @@ fn spawn_on<T: Send + 'static>(
     tid: i32,
     rounds: impl FnOnce() -> T + Send + 'static,
 ) -> JoinHandle<T> {
-    let release = Arc::new(AtomicBool::new(false));
-    let mut spinners = Vec::new();
-    // A spinner that lands on `tid` keeps it busy too, so the next one
-    // lands on the other worker.
-    let busy = loop {
-        assert!(spinners.len() < 2, "two spinners on one worker");
+    // A spinner that lands on `tid` is stopped and another tried, until
+    // one keeps the other worker busy.
+    let (release, spinner, busy) = loop {
+        let release = Arc::new(AtomicBool::new(false));
         let on = Arc::new(AtomicUsize::new(0));
         let handle = {
             let (on, release) = (Arc::clone(&on), Arc::clone(&release));
@@ -87,10 +85,11 @@ fn spawn_on<T: Send + 'static>(
             })
         };
         spin_until("a spinner has started", || on.load(Ordering::SeqCst) != 0);
-        spinners.push(handle);
         if on.load(Ordering::SeqCst) as i32 != tid {
-            break on;
+            break (release, handle, on);
         }
+        release.store(true, Ordering::SeqCst);
+        join(handle);
     };
     let started = Arc::new(AtomicUsize::new(0));
     let handle = {
@@ -104,7 +103,7 @@ fn spawn_on<T: Send + 'static>(
         started.load(Ordering::SeqCst) != 0
     });
     release.store(true, Ordering::SeqCst);
-    spinners.into_iter().for_each(join);
+    join(spinner);
     assert_eq!(
         started.load(Ordering::SeqCst) as i32,
         tid,
