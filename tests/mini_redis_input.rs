@@ -11,7 +11,10 @@ use std::ops::Range;
 use mini_redis_common::mini_redis::resp::{self, ProtocolError};
 use mini_redis_common::{Server, eventually, read_exact_text, send_and_read_to_end, split_replies};
 
-fn parse(input: &[u8]) -> Result<Option<(usize, Vec<Vec<u8>>)>, ProtocolError> {
+/// A complete request: its length and its arguments.
+type Parsed = (usize, Vec<Vec<u8>>);
+
+fn parse(input: &[u8]) -> Result<Option<Parsed>, ProtocolError> {
     let mut args: Vec<Range<usize>> = Vec::new();
     Ok(resp::parse(input, &mut args)?.map(|len| {
         (

@@ -70,6 +70,19 @@ pub fn execute(request: &Request, shared: &Shared, subscribed: bool, out: &mut V
     if request.len() == 0 {
         return Outcome::Done; // an empty line or `*0`: Redis answers nothing
     }
+    // The two that carry the load first.
+    if !subscribed && request.is("get") {
+        if request.len() != 2 {
+            wrong_arguments(out, "get");
+        } else {
+            shared.db.get_into(request.arg(1), out);
+        }
+        return Outcome::Done;
+    }
+    if !subscribed && request.is("set") {
+        set(request, shared, out);
+        return Outcome::Done;
+    }
     if request.is("subscribe") {
         if request.len() < 2 {
             wrong_arguments(out, "subscribe");
@@ -99,15 +112,7 @@ pub fn execute(request: &Request, shared: &Shared, subscribed: bool, out: &mut V
         );
         return Outcome::Done;
     }
-    if request.is("get") {
-        if request.len() != 2 {
-            wrong_arguments(out, "get");
-        } else {
-            shared.db.get_into(request.arg(1), out);
-        }
-    } else if request.is("set") {
-        set(request, shared, out);
-    } else if request.is("publish") {
+    if request.is("publish") {
         if request.len() != 3 {
             wrong_arguments(out, "publish");
         } else {
