@@ -382,3 +382,21 @@ fn publishers_on_many_threads_reach_subscribers_with_nothing_lost() {
         assert_eq!(next, [250; 4]);
     }
 }
+
+#[test]
+fn get_hides_a_key_past_its_deadline_before_the_expiry_coroutine_runs() {
+    // No expiry coroutine at all: GET alone must not return the value late.
+    let db = mini_redis_common::mini_redis::db::Db::new();
+    let deadline = Instant::now() + Duration::from_millis(20);
+    db.set(b"k", b"v", Some(deadline));
+    let mut out = Vec::new();
+    db.get_into(b"k", &mut out);
+    if Instant::now() < deadline {
+        assert_eq!(out, b"$1\r\nv\r\n");
+    }
+    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+    out.clear();
+    db.get_into(b"k", &mut out);
+    assert_eq!(out, b"$-1\r\n");
+    assert_eq!(db.stored_keys(), 0, "GET deletes the expired key it found");
+}
