@@ -179,7 +179,13 @@ impl Session {
                 }));
                 let stream = Arc::clone(&self.stream);
                 let queue = Arc::clone(&mailbox);
-                self.writer = Some(fibra::spawn(move || write_mailbox(&stream, &queue)));
+                // An error (no room for another coroutine) ends this
+                // connection, not the server.
+                self.writer = Some(
+                    fibra::Builder::new()
+                        .name("mini_redis subscriber writer")
+                        .spawn(move || write_mailbox(&stream, &queue))?,
+                );
                 self.mailbox = Some(Arc::clone(&mailbox));
                 mailbox
             }

@@ -88,9 +88,15 @@ pub fn serve(listener: TcpListener, shared: Arc<Shared>) -> io::Result<()> {
         // Replies are written once per batch: nothing to gain from Nagle.
         stream.set_nodelay(true)?;
         let shared = Arc::clone(&shared);
-        fibra::spawn(move || {
+        let spawned = fibra::Builder::new().spawn(move || {
             let _ = connection::serve(stream, shared);
         });
+        if let Err(err) = spawned {
+            // No room for another coroutine (the error says which limit):
+            // this client is dropped, the server goes on.
+            eprintln!("mini_redis: cannot serve a new connection: {err}");
+            fibra::sleep(Duration::from_millis(10));
+        }
     }
 }
 
