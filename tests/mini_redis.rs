@@ -1,6 +1,8 @@
 //! mini-redis (examples/mini_redis) driven by the `redis` crate, a client
-//! written by others: strings, expiry, pipelining and pub/sub. Byte-level
-//! checks and bad input are in `mini_redis_input.rs`.
+//! written by others (a dev-dependency for that reason: a client of our own
+//! would only check the server against our own reading of RESP): strings,
+//! expiry, pipelining and pub/sub. Byte-level checks and bad input are in
+//! `mini_redis_input.rs`.
 
 mod mini_redis_common;
 
