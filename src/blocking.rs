@@ -2,7 +2,7 @@
 //!
 //! epoll cannot make a regular file, `fsync`, a C library call or a DNS
 //! lookup non-blocking: done on a worker, it stalls every coroutine queued
-//! there (started coroutines cannot be stolen, see DESIGN). `unblock(f)`
+//! there (started coroutines cannot be stolen, see ARCHITECTURE.md). `unblock(f)`
 //! instead hands `f` to a pool of dedicated OS threads and parks the calling
 //! coroutine until `f` returns; the worker runs other coroutines meanwhile.
 //!

@@ -1,7 +1,8 @@
 //! fibra: stackful coroutines (green threads) for Linux x86_64.
 //!
 //! Code that looks synchronous runs as many cheap coroutines on few OS
-//! threads. The layers, bottom up (see the design notes in the repository):
+//! threads. The layers, bottom up (ARCHITECTURE.md in the repository has
+//! the full map and the invariants each layer keeps):
 //!
 //! - `arch` — the hand-written x86_64 context switch and entry trampoline;
 //! - [`stack`] — guarded, lazily committed stacks, their pool and the

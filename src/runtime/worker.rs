@@ -19,7 +19,7 @@
 //! it: only `fresh` (never-started) tasks are stolen, and a wake from another
 //! thread goes to the home worker's inbox. A started stack may hold `!Send`
 //! values and thread-local addresses the compiler cached, so it must never
-//! move; an empty one can (see DESIGN, "Home worker").
+//! move; an empty one can (ARCHITECTURE.md, "Home worker").
 //!
 //! # Choosing the next task
 //!
@@ -192,8 +192,8 @@ thread_local! {
 /// The worker running on this thread, if any.
 ///
 /// `#[inline(never)]` so that the compiler re-reads the thread-local on every
-/// call instead of caching its address across a switch (DESIGN, "Home
-/// worker"); coroutines do not migrate today, but this keeps the runtime's
+/// call instead of caching its address across a switch (ARCHITECTURE.md,
+/// "Home worker"); coroutines do not migrate today, but this keeps the runtime's
 /// own state honest if they ever may.
 #[inline(never)]
 pub(crate) fn current_worker() -> Option<&'static Worker> {
