@@ -60,7 +60,10 @@ fn main() {
         return;
     }
     let exe = std::env::current_exe().expect("own path");
-    let fibra = Command::new(exe).arg("--child").output().expect("run the child");
+    let fibra = Command::new(exe)
+        .arg("--child")
+        .output()
+        .expect("run the child");
     let fibra = String::from_utf8_lossy(&fibra.stdout).into_owned();
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/go/million.go");
     let go = Command::new("go")
@@ -70,7 +73,10 @@ fn main() {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
     println!("1,000,000 spawned before any runs, then joined; one worker / GOMAXPROCS=1");
-    println!("{:<8} {:>18} {:>14} {:>14}", "", "ns per spawn+join", "peak RSS MiB", "stacks mapped");
+    println!(
+        "{:<8} {:>18} {:>14} {:>14}",
+        "", "ns per spawn+join", "peak RSS MiB", "stacks mapped"
+    );
     let row = |name: &str, text: &str, stacks: &str| {
         let ns = value(text, "ns_per_spawn_join").unwrap_or("?");
         let rss = value(text, "peak_rss_kib")
@@ -78,7 +84,11 @@ fn main() {
             .map_or("?".to_string(), |k| format!("{:.0}", k / 1024.0));
         println!("{name:<8} {ns:>18} {rss:>14} {stacks:>14}");
     };
-    row("fibra", &fibra, value(&fibra, "stacks_mapped").unwrap_or("?"));
+    row(
+        "fibra",
+        &fibra,
+        value(&fibra, "stacks_mapped").unwrap_or("?"),
+    );
     match go {
         Some(go) => row("Go", &go, "-"),
         None => println!("Go       (not installed: apt-get install golang-go)"),

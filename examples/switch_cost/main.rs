@@ -287,7 +287,11 @@ fn many_coroutines(rt: &Runtime, cap: usize) {
             Some(&go_ns) => {
                 let ratio = ns / go_ns;
                 worst = Some(worst.map_or(ratio, |w: f64| w.max(ratio)));
-                format!("; Go Gosched {} ns ({} of Go)", fmt_ns(go_ns), fmt_ratio(ratio))
+                format!(
+                    "; Go Gosched {} ns ({} of Go)",
+                    fmt_ns(go_ns),
+                    fmt_ratio(ratio)
+                )
             }
             None => String::new(),
         };
