@@ -45,8 +45,14 @@
 //!     .name("waiter".into())
 //!     .spawn(|| fibra::park())
 //!     .unwrap();
-//! let dump = fibra::dump();
-//! assert!(dump.coroutines().iter().any(|c| c.name() == Some("waiter")));
+//! // Once it has parked, the dump shows where.
+//! let dump = loop {
+//!     let dump = fibra::dump();
+//!     let waiter = dump.coroutines().iter().find(|c| c.name() == Some("waiter"));
+//!     if waiter.is_some_and(|c| c.stack().is_some()) {
+//!         break dump;
+//!     }
+//! };
 //! println!("{dump}");
 //! handle.coroutine().unpark();
 //! handle.join().unwrap();

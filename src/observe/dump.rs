@@ -359,7 +359,9 @@ impl CoroutineInfo {
 /// Every live coroutine of a runtime at one moment (`Runtime::dump()`).
 ///
 /// `Display` prints a summary grouped by state and park site with counts
-/// (`{:#}` lists every coroutine).
+/// (`{:#}` lists every coroutine). A coroutine that has not started and is
+/// being moved between queues (stolen) while the dump is taken may be
+/// missed; every started one is listed.
 #[derive(Debug, Clone)]
 pub struct Dump {
     coroutines: Vec<CoroutineInfo>,

@@ -5,17 +5,20 @@
 //! Every counter of `WorkerCounters` but two is written only by its
 //! worker's thread — the worker loop, or a coroutine running on it — with a
 //! `Relaxed` load and a `Relaxed` store (`bump`), which compile to plain
-//! `mov`s: no `lock`-prefixed read-modify-write on a pick or a park. Other
-//! threads only read them. The two exceptions:
+//! `mov`s: no `lock`-prefixed read-modify-write. Other threads only read
+//! them. The exceptions: `attention`, which other threads set bits in
+//! (`fetch_or`, rare) and the worker reads once per pick in place of the
+//! shutdown flag it used to read there; and `longest_hold_ns`, written
+//! only by the monitor thread (src/observe/watchdog.rs).
 //!
-//! - `remote_unparks[r]`: a wake from another thread (a syscall thread, a
-//!   socket event read by another worker, a plain thread) cannot touch the
-//!   home worker's counters with a plain store, so it adds one here
-//!   atomically. Such a wake already pushes to an inbox and fences, so the
-//!   add is a small share of its cost; a wake on the home worker's own
-//!   thread — the ping-pong of two coroutines — uncounts with a plain store;
-//! - `longest_hold_ns`: written only by the monitor thread, which is the
-//!   one that sees a pick last (src/observe/watchdog.rs).
+//! What a pick and a park pay: the pick counter (the fairness tick the
+//! worker kept anyway, now published), one store of the running task per
+//! pick, and per park the reason the park site stores on the task and a
+//! coarse-clock stamp. Measured with callgrind (instructions per
+//! operation, see BENCHMARKS.md): counting parks by reason at each park
+//! and uncounting them at each wake, as a first version did, added 54
+//! instructions to a park/unpark round trip of 368 (+15 %), against a
+//! target of 5 %; so parks are counted when `metrics()` is called instead.
 //!
 //! # How the coroutine counts follow
 //!
@@ -23,14 +26,14 @@
 //!   started − dropped unrun (spawns from threads outside the runtime, and
 //!   tasks dropped unrun, are counted in `RuntimeCounters` with an atomic
 //!   add: neither is a hot path);
-//! - parked, by reason = Σ workers (`parked[r]` − `remote_unparks[r]`):
-//!   a worker counts a park when its task has switched back with
-//!   `Suspend::Park`, reading the reason the park site recorded on the task
-//!   (`set_park_reason`); whoever wins the PARKED → RUNNING CAS uncounts
-//!   it. A remote wake can land between the task's CAS and its worker's
-//!   count, so one worker's difference can be negative for an instant: the
-//!   sum is clamped at zero;
-//! - running = workers whose `running` slot holds a task;
+//! - parked, by reason: counted by `metrics()` from each worker's list of
+//!   started tasks (under the lock the worker takes only when a task
+//!   starts or finishes): a task in state PARKED counts under the reason
+//!   its park site recorded (`set_park_reason`). A call thus costs a load
+//!   or two per started coroutine;
+//! - running = workers whose last resumed task is still running (the slot
+//!   is cleared when the task finishes or the worker goes looking for
+//!   work);
 //! - runnable = started − finished − parked − running.
 //!
 //! Busy time is measured on the sleep path: the worker reads the clock
@@ -54,25 +57,17 @@ pub(crate) fn bump(counter: &AtomicU64) {
     );
 }
 
-/// Subtracts one from a counter only its owner writes.
-#[inline(always)]
-pub(crate) fn unbump(counter: &AtomicU64) {
-    counter.store(
-        counter.load(Ordering::Relaxed).wrapping_sub(1),
-        Ordering::Relaxed,
-    );
-}
-
 /// The counters of one worker (see the module docs for who writes them).
 /// Aligned to two cache lines so that the owner's stores do not evict the
 /// fields other workers read in `WorkerShared` (its stealer, its flags).
 #[repr(align(128))]
 pub(crate) struct WorkerCounters {
-    /// Picks: one per resume of a task. The watchdog's "is it moving".
+    /// Picks: one per resume of a task (the worker's fairness tick). The
+    /// watchdog's "is it moving".
     pub switches: AtomicU64,
-    /// The address of the task being resumed right now, 0 between picks.
-    /// Read by other threads only under the worker's `live` lock, which
-    /// keeps the task it names alive (see `WorkerShared::live`).
+    /// The address of the task resumed last, until it finishes or the
+    /// worker goes looking for work; 0 then. Read by other threads under
+    /// the worker's `live` lock (see `inspect::probe_stall`).
     pub running: AtomicUsize,
     /// Requests for the worker's attention (`ATTEND_*` bits), set by other
     /// threads, looked at once per pick and cleared by the worker.
@@ -83,8 +78,6 @@ pub(crate) struct WorkerCounters {
     pub finished: AtomicU64,
     /// Spawns made by coroutines running on this worker.
     pub spawned: AtomicU64,
-    pub parked: [AtomicU64; REASONS],
-    pub remote_unparks: [AtomicU64; REASONS],
     pub idle_ns: AtomicU64,
     /// Nanoseconds since the clock's epoch when the current sleep began;
     /// 0 while awake.
@@ -104,8 +97,6 @@ impl WorkerCounters {
             started: AtomicU64::new(0),
             finished: AtomicU64::new(0),
             spawned: AtomicU64::new(0),
-            parked: Default::default(),
-            remote_unparks: Default::default(),
             idle_ns: AtomicU64::new(0),
             sleeping_since_ns: AtomicU64::new(0),
             longest_hold_ns: AtomicU64::new(0),
@@ -131,22 +122,6 @@ impl WorkerCounters {
         );
         bump(&self.polls);
         clock::advance(woke);
-    }
-
-    /// A wake of a task homed here, parked for `reason`, made on another
-    /// thread.
-    #[inline]
-    pub fn count_remote_unpark(&self, reason: u8) {
-        self.remote_unparks[reason as usize % REASONS].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// This worker's share of the parked count, by reason (may be
-    /// negative for an instant, see the module docs).
-    fn parked_by(&self) -> [i64; REASONS] {
-        std::array::from_fn(|r| {
-            self.parked[r].load(Ordering::Relaxed) as i64
-                - self.remote_unparks[r].load(Ordering::Relaxed) as i64
-        })
     }
 
     fn busy(&self, now: Instant) -> (Duration, Duration) {
@@ -255,7 +230,9 @@ pub struct Metrics {
 
 /// What `Metrics` is summed from: one runtime's counters and its workers'.
 pub(crate) struct Sources<'a> {
-    pub workers: Vec<(&'a WorkerCounters, bool)>,
+    /// Each worker's counters, whether it runs a task, and its parked
+    /// tasks by reason.
+    pub workers: Vec<(&'a WorkerCounters, bool, [u64; REASONS])>,
     pub runtime: &'a RuntimeCounters,
     pub blocking: BlockingStats,
 }
@@ -263,12 +240,12 @@ pub(crate) struct Sources<'a> {
 impl Metrics {
     pub(crate) fn sum(sources: Sources<'_>) -> Metrics {
         let now = Instant::now();
-        let mut parked = [0i64; REASONS];
+        let mut parked = [0u64; REASONS];
         let (mut spawned, mut started, mut finished) = (0u64, 0u64, 0u64);
         let mut running = 0u64;
         let mut per_worker = Vec::with_capacity(sources.workers.len());
-        for &(counters, is_running) in &sources.workers {
-            for (sum, mine) in parked.iter_mut().zip(counters.parked_by()) {
+        for &(counters, is_running, mine) in &sources.workers {
+            for (sum, mine) in parked.iter_mut().zip(mine) {
                 *sum += mine;
             }
             spawned += counters.spawned.load(Ordering::Relaxed);
@@ -290,7 +267,7 @@ impl Metrics {
         }
         spawned += sources.runtime.spawned_outside.load(Ordering::Relaxed);
         let dropped = sources.runtime.dropped_unrun.load(Ordering::Relaxed);
-        let [io, timer, join, sync, park, blocking] = parked.map(|n| n.max(0) as u64);
+        let [io, timer, join, sync, park, blocking] = parked;
         let parked_by = ParkedBy {
             io,
             timer,

@@ -20,13 +20,15 @@
 //! Counters are per worker and written only by their worker, with a plain
 //! `Relaxed` load and store (no `lock`-prefixed instruction); readers sum
 //! them and accept that the sum is not one instant's snapshot. Per pick a
-//! worker adds one to its switch counter and publishes the running task
-//! (two stores); per park it counts the park by reason and stamps the task
-//! with the coarse clock; per wake the waker uncounts it (a plain store on
-//! the home worker's thread, an atomic add from any other). Nothing here
-//! reads the clock on a pick: the coarse clock is advanced where the worker
-//! reads the clock anyway (around its `epoll_wait`, at its timer looks) and
-//! by the monitor thread while any worker is busy.
+//! worker publishes its pick counter (the fairness tick it kept anyway)
+//! and the task it resumes (one store), and looks at its attention word
+//! (in place of the shutdown flag it looked at before); per park the park
+//! site stores its reason on the task, and the worker stamps the task with
+//! the coarse clock. A wake costs nothing more: parked coroutines are
+//! counted by reason when `metrics()` is called (metrics.rs says why).
+//! Nothing here reads the clock on a pick: the coarse clock is advanced
+//! where the worker reads the clock anyway (around its `epoll_wait`, at
+//! its timer looks) and by the monitor thread while any worker is busy.
 
 pub(crate) mod dump;
 pub(crate) mod metrics;
@@ -47,6 +49,10 @@ pub(crate) const ATTEND_DUMP: u32 = 1;
 /// `WorkerCounters::attention` bit: the watchdog reported a stall of this
 /// worker; the worker prints its end.
 pub(crate) const ATTEND_STALL_END: u32 = 2;
+/// `WorkerCounters::attention` bit: the runtime is shutting down (never
+/// cleared; the worker's per-pick look at `attention` is its only look at
+/// the shutdown flag).
+pub(crate) const ATTEND_SHUTDOWN: u32 = 4;
 
 /// What observers see of one worker, beside its queues.
 pub(crate) struct WorkerWatch {
@@ -80,13 +86,6 @@ impl WorkerWatch {
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
         self.tid.store(tid, Ordering::Relaxed);
-    }
-
-    /// A wake of a task homed here, parked for `reason`, made on another
-    /// thread (src/observe/metrics.rs).
-    #[inline]
-    pub fn count_remote_unpark(&self, reason: u8) {
-        self.counters.count_remote_unpark(reason);
     }
 
     /// Asks the worker to look at `bits` at its next pick, and wakes it if

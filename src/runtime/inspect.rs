@@ -55,7 +55,7 @@ use crossbeam_deque::Steal;
 use crate::coroutine::CoroutineResult;
 use crate::observe::dump::{RecordState, Request, TaskRecord, WorkerAnswer};
 use crate::observe::metrics::{Metrics, Sources};
-use crate::observe::{ATTEND_DUMP, ATTEND_STALL_END, Dump, ParkReason, WorkerWatch};
+use crate::observe::{ATTEND_DUMP, ATTEND_STALL_END, Dump, ParkReason, REASONS, WorkerWatch};
 
 use super::placement::notify_idle;
 use super::task::{PARKED, Suspend, Task};
@@ -72,6 +72,9 @@ const MAX_FRAMES: usize = 48;
 // ---------------------------------------------------------------------------
 // Metrics and what the watchdog reads
 
+/// `Runtime::metrics()`: sums the counters, and counts the parked tasks of
+/// each worker by reason from its `live` list (under its lock: the worker
+/// takes it only when a task starts or finishes).
 pub(crate) fn metrics(shared: &Shared) -> Metrics {
     Metrics::sum(Sources {
         workers: shared
@@ -79,7 +82,21 @@ pub(crate) fn metrics(shared: &Shared) -> Metrics {
             .iter()
             .map(|w| {
                 let counters = &w.watch.counters;
-                (counters, counters.running.load(Ordering::Relaxed) != 0)
+                let mut parked = [0u64; REASONS];
+                let live = w.live.lock().unwrap_or_else(|e| e.into_inner());
+                let running = counters.running.load(Ordering::Acquire);
+                let mut is_running = false;
+                for &task in &live.0 {
+                    // SAFETY: live tasks are kept alive while the lock is
+                    // held (see `WorkerShared::live`); only atomics are read.
+                    let task = unsafe { &*task };
+                    if task.state.load(Ordering::Acquire) == PARKED {
+                        parked[task.park_reason.load(Ordering::Relaxed) as usize % REASONS] += 1;
+                    } else if task as *const Task as usize == running {
+                        is_running = true;
+                    }
+                }
+                (counters, is_running, parked)
             })
             .collect(),
         runtime: &shared.counters,
@@ -157,7 +174,10 @@ impl Worker {
     #[inline(never)]
     pub(super) fn attend(&self) {
         let watch = &self.me().watch;
-        let bits = watch.counters.attention.swap(0, Ordering::AcqRel);
+        let bits = watch
+            .counters
+            .attention
+            .fetch_and(!(ATTEND_DUMP | ATTEND_STALL_END), Ordering::AcqRel);
         if bits & ATTEND_STALL_END != 0 {
             crate::observe::watchdog::stall_ended(&watch.stall, Instant::now());
         }
@@ -177,6 +197,9 @@ impl Worker {
 
     /// Lists this worker's coroutines with the backtraces of the parked ones.
     fn answer_dump(&self) -> WorkerAnswer {
+        // Not running a task while it answers (the watchdog must not take
+        // a long dump for a stall).
+        self.counters().running.store(0, Ordering::Release);
         let mut answer = WorkerAnswer::new(self.index, true);
         let mut stacks: HashMap<Vec<usize>, u32> = HashMap::new();
         {

@@ -332,6 +332,9 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
+        for worker in &self.shared.workers {
+            worker.watch.ask(crate::observe::ATTEND_SHUTDOWN);
+        }
         let me = thread::current().id();
         for (index, handle) in self.threads.drain(..).enumerate() {
             self.shared.workers[index].wake();

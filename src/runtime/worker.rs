@@ -91,7 +91,7 @@ use super::placement::notify_idle;
 use super::spawn::drop_unrun;
 use super::task::{NO_HOME, Suspend, Task, TaskCoroutine, TaskYielder};
 use super::timer::Timers;
-use crate::observe::metrics::{WorkerCounters, bump, unbump};
+use crate::observe::metrics::{WorkerCounters, bump};
 use crate::observe::{WorkerWatch, clock, watchdog};
 
 /// Picks between fairness checks of the inbox, timers and global queue.
@@ -179,7 +179,6 @@ pub(crate) struct Worker {
     pub(super) capture_ips: RefCell<Vec<usize>>,
     /// The lowest address of the stack of the task being captured.
     pub(super) capture_stack_bottom: Cell<usize>,
-    tick: Cell<u32>,
     /// Picks left before the next look at the clock, the length of the
     /// current countdown, and when the clock was last read there.
     clock_left: Cell<u32>,
@@ -236,7 +235,6 @@ pub(crate) fn schedule(task: Arc<Task>) {
         && worker.index == home
         && Arc::ptr_eq(&worker.shared, &task.shared)
     {
-        worker.uncount_park(&task);
         if worker.current.get().is_null() {
             // Woken from the scheduler loop (the poller, a timer): it runs
             // after the tasks queued before it; start loading its record.
@@ -249,9 +247,6 @@ pub(crate) fn schedule(task: Arc<Task>) {
     }
     let shared = Arc::clone(&task.shared);
     let target = &shared.workers[home];
-    target
-        .watch
-        .count_remote_unpark(task.park_reason.load(Ordering::Relaxed));
     target.inbox.push(task);
     fence(Ordering::SeqCst);
     if target.sleeping.load(Ordering::SeqCst) {
@@ -275,7 +270,6 @@ impl Worker {
             timers: RefCell::new(Timers::default()),
             capture_ips: RefCell::new(Vec::new()),
             capture_stack_bottom: Cell::new(0),
-            tick: Cell::new(0),
             clock_left: Cell::new(FAIRNESS_INTERVAL),
             clock_interval: Cell::new(FAIRNESS_INTERVAL),
             last_clock: Cell::new(Instant::now()),
@@ -316,8 +310,9 @@ impl Worker {
         if slot.is_none() {
             *slot = self.start_task(&task);
         }
+        // Names the last task resumed until `finish` or `find_work` clears
+        // it (one store per pick; src/observe/watchdog.rs reads it).
         let counters = self.counters();
-        bump(&counters.switches);
         counters
             .running
             .store(Arc::as_ptr(&task) as usize, Ordering::Release);
@@ -327,12 +322,9 @@ impl Worker {
             None => CoroutineResult::Return(()),
         };
         self.current.set(std::ptr::null());
-        counters.running.store(0, Ordering::Release);
         match outcome {
             CoroutineResult::Yield(Suspend::Yield) => self.local.borrow_mut().push_back(task),
             CoroutineResult::Yield(Suspend::Park) => {
-                let reason = task.park_reason.load(Ordering::Relaxed) as usize;
-                bump(&counters.parked[reason]);
                 task.parked_at.store(clock::now_ms(), Ordering::Relaxed);
                 // The PARKED state owns this reference now (see task.rs).
                 std::mem::forget(task)
@@ -406,6 +398,8 @@ impl Worker {
     fn finish(&self, task: &Task) {
         // SAFETY: home worker, the coroutine is not running.
         let coroutine = unsafe { (*task.coroutine.get()).take() };
+        // Before the `live` lock below: see `inspect::probe_stall`.
+        self.counters().running.store(0, Ordering::Release);
         if coroutine.is_some() {
             bump(&self.counters().finished);
         }
@@ -422,14 +416,6 @@ impl Worker {
         }
     }
 
-    /// Uncounts the park of a task homed here that a wake on this thread
-    /// has just moved from PARKED to RUNNING (src/observe/metrics.rs).
-    #[inline(always)]
-    pub(super) fn uncount_park(&self, task: &Task) {
-        let reason = task.park_reason.load(Ordering::Relaxed) as usize;
-        unbump(&self.counters().parked[reason]);
-    }
-
     fn push_run_next(&self, task: Arc<Task>) {
         if let Some(previous) = self.run_next.replace(Some(task)) {
             self.local.borrow_mut().push_back(previous);
@@ -437,13 +423,19 @@ impl Worker {
     }
 
     fn next_task(&self) -> Option<Arc<Task>> {
-        if self.shared.shutdown.load(Ordering::Relaxed) {
-            return self.next_task_in_shutdown();
+        // One load per pick covers shutdown, dump requests and stall ends
+        // (`WorkerCounters::attention`).
+        if self.counters().attention.load(Ordering::Relaxed) != 0 {
+            if self.shared.shutdown.load(Ordering::Relaxed) {
+                return self.next_task_in_shutdown();
+            }
+            self.attend();
         }
-        self.attend_if_asked();
-        let tick = self.tick.get().wrapping_add(1);
-        self.tick.set(tick);
-        if tick.is_multiple_of(FAIRNESS_INTERVAL) {
+        // The pick counter: fairness ticks, and what the watchdog watches.
+        let switches = &self.counters().switches;
+        let tick = switches.load(Ordering::Relaxed).wrapping_add(1);
+        switches.store(tick, Ordering::Relaxed);
+        if tick.is_multiple_of(FAIRNESS_INTERVAL as u64) {
             self.drain_inbox();
             self.fire_timers();
             self.poll_io();
@@ -527,6 +519,8 @@ impl Worker {
     /// The slow path: inbox, timers, the global queue, stealing; then spin,
     /// then sleep. Returns None when the worker should exit.
     fn find_work(&self) -> Option<Arc<Task>> {
+        // No task runs from here on (see `run_task`).
+        self.counters().running.store(0, Ordering::Release);
         loop {
             if self.shared.shutdown.load(Ordering::Acquire) {
                 self.stop_spinning(false);
@@ -612,7 +606,6 @@ impl Worker {
                 let task = unsafe { &*task };
                 task.cancelled.store(true, Ordering::Release);
                 if let Some(task) = task.try_claim_parked() {
-                    self.uncount_park(&task);
                     self.local.borrow_mut().push_back(task);
                 }
             }
@@ -688,7 +681,6 @@ impl Worker {
             // Mark first: only this thread reads it, after resuming the task.
             task.timed_out.set(true);
             if let Some(task) = task.try_claim_parked() {
-                self.uncount_park(&task);
                 self.local.borrow_mut().push_back(task);
                 fired += 1;
             } else {
