@@ -299,6 +299,7 @@ where
     // here can return or unwind before that (see the function docs).
     let job: Job = unsafe { std::mem::transmute::<Box<dyn FnOnce() + Send + 'a>, Job>(job) };
     pool.submit(job);
+    crate::runtime::set_park_reason(crate::observe::ParkReason::Blocking);
     match cell.wait(true) {
         Ok(value) => value,
         Err(payload) => resume_unwind(payload),

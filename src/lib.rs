@@ -24,13 +24,62 @@
 //!   for coroutines (std's streams, on the syscall threads);
 //! - [`net`] — `std::net` for coroutines: `TcpListener`, `TcpStream`,
 //!   `UdpSocket` and the Unix sockets, whose calls park the coroutine on
-//!   `EAGAIN` until the socket is ready.
+//!   `EAGAIN` until the socket is ready;
+//! - [`observe`] — [`metrics`] (`Runtime::metrics`), the coroutine
+//!   [`dump`] (`Runtime::dump`) and the stalled-worker watchdog.
 //!
 //! ```
 //! let handles: Vec<_> = (0..1000u64).map(|i| fibra::spawn(move || i * 2)).collect();
 //! let sum: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
 //! assert_eq!(sum, 999 * 1000);
 //! ```
+//!
+//! # Watching a running program
+//!
+//! `fibra::metrics()` counts the coroutines (alive, running, runnable,
+//! parked by reason, not started) and says what each worker has done;
+//! `fibra::dump()` lists every coroutine and where the parked ones wait,
+//! grouped by place, without stopping anything:
+//!
+//! ```
+//! let handle = fibra::Builder::new()
+//!     .name("waiter".into())
+//!     .spawn(|| fibra::park())
+//!     .unwrap();
+//! // Once it has parked, the dump shows where.
+//! let dump = loop {
+//!     let dump = fibra::dump();
+//!     let waiter = dump.coroutines().iter().find(|c| c.name() == Some("waiter"));
+//!     if waiter.is_some_and(|c| c.stack().is_some()) {
+//!         break dump;
+//!     }
+//! };
+//! println!("{dump}");
+//! handle.coroutine().unpark();
+//! handle.join().unwrap();
+//! ```
+//!
+//! A watchdog reports on stderr a coroutine that holds its worker for more
+//! than 100 ms without parking (a `std::thread::sleep`, a std lock, a
+//! blocking system call, a long loop): which one, where, and what to use
+//! instead; then when it lets go. `RuntimeBuilder::stall_threshold` changes
+//! the threshold or turns the report off; `RuntimeBuilder::dump_signal`
+//! prints a dump on a signal.
+//!
+//! # Configuring the default runtime
+//!
+//! The runtime `fibra::spawn` starts on first use reads these environment
+//! variables then (empty means unset); a value it cannot use makes that
+//! first call panic with a message naming the variable and what it expects:
+//!
+//! - `FIBRA_WORKERS` — worker threads (default: one per CPU), as Go's
+//!   `GOMAXPROCS`;
+//! - `FIBRA_STACK_SIZE` — default stack size: bytes, or `512K`, `1M`, ...
+//!   (default 256 KiB of address space, only touched pages cost memory);
+//! - `FIBRA_STALL_THRESHOLD` — the watchdog's threshold, `250ms`, `2s` or
+//!   `off` (default 100 ms);
+//! - `FIBRA_DUMP_SIGNAL` — print a dump to stderr on this signal: `USR1`,
+//!   `USR2`, `QUIT`, ... (default: none).
 //!
 //! # Floating-point state
 //! The floating-point control state (MXCSR rounding/flush-to-zero, the x87
@@ -46,10 +95,11 @@ pub mod coroutine;
 pub mod fs;
 pub mod io;
 pub mod net;
+pub mod observe;
 mod runtime;
 pub mod stack;
 
 pub use runtime::{
-    Builder, Cancelled, Coroutine, JoinHandle, Runtime, RuntimeBuilder, current, park,
-    park_timeout, sleep, sleep_until, spawn, yield_now,
+    Builder, Cancelled, Coroutine, DEFAULT_STALL_THRESHOLD, JoinHandle, Runtime, RuntimeBuilder,
+    current, dump, metrics, park, park_timeout, sleep, sleep_until, spawn, yield_now,
 };

@@ -86,6 +86,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::poller::Poller;
+use crate::observe::ParkReason;
 use crate::runtime::{self, Coroutine};
 
 /// Which readiness a call waits for.
@@ -338,6 +339,7 @@ impl Source {
             seq,
             id,
         };
+        runtime::set_park_reason(ParkReason::Io);
         let timed_out = runtime::park_until(deadline);
         drop(dequeue);
         Ok(!timed_out || self.state.seq[d].load(Ordering::Acquire) != seq)

@@ -142,6 +142,7 @@ impl<T> JoinHandle<T> {
     /// payload (or `Cancelled`) comes back as `Err`. Parks the calling
     /// coroutine, or blocks the calling OS thread.
     pub fn join(self) -> thread::Result<T> {
+        super::set_park_reason(crate::observe::ParkReason::Join);
         self.cell.wait(false)
     }
 

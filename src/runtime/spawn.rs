@@ -63,7 +63,7 @@ use crate::stack;
 
 use super::join::{JoinCell, JoinHandle, ResultSender};
 use super::task::{Cancelled, Task};
-use super::{Runtime, Shared, current_shared, worker};
+use super::{Runtime, Shared, current_shared, placement};
 
 /// Configures a coroutine before spawning it (mirrors `std::thread::Builder`).
 #[derive(Debug, Default, Clone)]
@@ -179,7 +179,7 @@ where
         return Ok(JoinHandle { task, cell });
     }
     let task = Arc::new(Task::new(id, name, shared, stack_size, Some(body)));
-    worker::submit_fresh(&task.shared, Arc::clone(&task));
+    placement::submit_fresh(&task.shared, Arc::clone(&task));
     Ok(JoinHandle { task, cell })
 }
 
