@@ -369,6 +369,24 @@ fn shared_pools() -> std::sync::MutexGuard<'static, Vec<StackPool>> {
     SHARED_POOLS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// This module's process-wide locks, held by the thread that forks from just
+/// before the fork until just after it, in parent and child alike (see
+/// src/runtime/fork.rs): a child never inherits one of them locked by a
+/// thread that does not exist there, which would hang its first spawn.
+pub(crate) struct ForkHold {
+    _pools: std::sync::MutexGuard<'static, Vec<StackPool>>,
+    _guards: std::sync::RwLockWriteGuard<'static, BTreeMap<usize, GuardEntry>>,
+}
+
+/// Takes the locks `ForkHold` holds (in the order every other path takes
+/// them: never both at once elsewhere).
+pub(crate) fn hold_for_fork() -> ForkHold {
+    ForkHold {
+        _pools: shared_pools(),
+        _guards: REGISTRY.write().unwrap_or_else(|e| e.into_inner()),
+    }
+}
+
 /// The pool for `size` in `pools`, created if there is room for one more.
 fn pool_for(pools: &mut Vec<StackPool>, size: usize, capacity: usize) -> Option<&mut StackPool> {
     match pools.iter().position(|p| p.pooled_size() == size) {

@@ -22,6 +22,11 @@
 //! poller's own thread (the usual case: a coroutine drops its connection on
 //! its home worker) frees the state at once, as no batch is in flight there.
 //!
+//! In a forked child, an inherited poller's epoll instance is still the
+//! parent's: `abandon_after_fork` (src/runtime/fork.rs) marks it closed, so
+//! waits register elsewhere, and makes `deregister` leave it alone, so that
+//! a socket the child drops stays registered for the parent.
+//!
 //! The eventfd is edge-triggered and never read: every write is a new edge
 //! (eventfd wakes its waiters on each write), and its counter would take
 //! 2^64 writes to fill. That saves a `read(2)` per cross-thread wake.
@@ -59,6 +64,9 @@ pub(crate) struct Poller {
     retired: Mutex<Vec<Arc<FdState>>>,
     /// Set when the owning worker has exited: nobody polls this any more.
     closed: AtomicBool,
+    /// Set in a forked child (src/runtime/fork.rs): the epoll instance is
+    /// the parent's too, so nothing here may change it.
+    forked_away: AtomicBool,
 }
 
 impl Poller {
@@ -88,6 +96,7 @@ impl Poller {
             registry: Mutex::new(HashMap::new()),
             retired: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            forked_away: AtomicBool::new(false),
         })
     }
 
@@ -129,6 +138,16 @@ impl Poller {
         for state in states {
             state.wake_all();
         }
+    }
+
+    /// Called in a forked child, on a poller inherited from the parent: the
+    /// epoll instance is shared with the parent, so from now on this process
+    /// never deletes an fd from it (that would silence the parent's socket)
+    /// and registers elsewhere (`is_closed`). Only atomic stores: this runs
+    /// in the child right after `fork`, before anything else.
+    pub fn abandon_after_fork(&self) {
+        self.forked_away.store(true, Ordering::Relaxed);
+        self.closed.store(true, Ordering::Release);
     }
 
     /// Waits for readiness events for up to `timeout` (None: until one
@@ -254,6 +273,10 @@ impl Poller {
     /// flight can point to it. `on_poller_thread`: the caller runs on the
     /// thread that polls this poller, outside `poll`.
     pub fn deregister(&self, fd: RawFd, state: Arc<FdState>, on_poller_thread: bool) {
+        if self.forked_away.load(Ordering::Relaxed) {
+            // The parent's epoll and registry: leave both alone.
+            return;
+        }
         // SAFETY: EPOLL_CTL_DEL ignores the event argument (non-null for
         // old kernels). An error (the fd already closed) leaves nothing
         // registered either way.

@@ -142,6 +142,10 @@ impl<T> JoinHandle<T> {
     /// payload (or `Cancelled`) comes back as `Err`. Parks the calling
     /// coroutine, or blocks the calling OS thread.
     pub fn join(self) -> thread::Result<T> {
+        if !self.cell.is_done() && self.task.shared.shutdown.load(Ordering::Relaxed) {
+            // It may be the parent's, in a forked child: never to finish.
+            super::fork::refuse_join_if_inherited(&self.task.shared);
+        }
         self.cell.wait(false)
     }
 

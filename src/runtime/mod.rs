@@ -10,6 +10,7 @@
 //!   shutdown;
 //! - `timer.rs` — per-worker deadlines;
 //! - `join.rs` — results and `JoinHandle`.
+//! - `fork.rs` — what a `fork(2)` does to runtimes: dead in the child.
 //!
 //! Every call works on a plain OS thread too, by blocking that thread: `park`
 //! is `std::thread::park`, `join` blocks, `sleep` is `std::thread::sleep`.
@@ -25,6 +26,7 @@
 //! (`park`, `sleep`, `yield_now`, `join`, blocking I/O) no other coroutine of
 //! the same worker runs.
 
+mod fork;
 mod join;
 mod task;
 mod timer;
@@ -44,6 +46,8 @@ use crate::stack::{self, DEFAULT_STACK_SIZE};
 
 pub use join::JoinHandle;
 pub use task::Cancelled;
+
+pub(crate) use fork::runtimes_running;
 
 pub(crate) use join::{JoinCell, ResultSender};
 use task::{NOTIFIED, PARKED, RUNNING, Suspend, Task, TaskYielder};
@@ -139,6 +143,7 @@ impl RuntimeBuilder {
                 format!("{}-blocking", self.thread_name),
             )),
         });
+        fork::register(&shared);
         let mut runtime = Runtime {
             shared: Arc::clone(&shared),
             threads: Vec::with_capacity(n),
@@ -216,6 +221,11 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
+        if fork::is_inherited(&self.shared) {
+            // A forked child's copy: its threads are the parent's (fork.rs).
+            std::mem::forget(std::mem::take(&mut self.threads));
+            return;
+        }
         self.shared.shutdown.store(true, Ordering::SeqCst);
         let me = thread::current().id();
         for (index, handle) in self.threads.drain(..).enumerate() {
@@ -243,9 +253,14 @@ impl std::fmt::Debug for Runtime {
 /// use with one worker per CPU, never dropped.
 fn default_runtime() -> &'static Runtime {
     static DEFAULT: OnceLock<Runtime> = OnceLock::new();
-    DEFAULT.get_or_init(|| {
+    let runtime = DEFAULT.get_or_init(|| {
         Runtime::new().unwrap_or_else(|e| panic!("fibra: cannot start the default runtime: {e}"))
-    })
+    });
+    // Never dropped, so shut down only in a forked child (fork.rs).
+    if runtime.shared.shutdown.load(Ordering::Relaxed) {
+        return fork::default_runtime_in_child();
+    }
+    runtime
 }
 
 /// The syscall-thread pool of the calling coroutine's runtime; None on a
@@ -344,6 +359,7 @@ where
     let cell = Arc::new(JoinCell::new());
     let sender = ResultSender::new(Arc::clone(&cell));
     if shared.shutdown.load(Ordering::Acquire) {
+        fork::refuse_if_inherited(&shared)?;
         // Never runs: dropping the sender unsent delivers `Cancelled`. Not an
         // error, so that a destructor unwinding during shutdown may spawn.
         drop((sender, f));
