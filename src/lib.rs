@@ -45,6 +45,7 @@ pub mod coroutine;
 pub mod fs;
 pub mod io;
 pub mod net;
+pub mod prefork;
 mod runtime;
 pub mod stack;
 

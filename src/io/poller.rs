@@ -252,17 +252,33 @@ impl Poller {
     }
 
     /// Adds `fd` to the epoll set, edge-triggered for both directions, with
-    /// `state` as its data.
-    pub fn register(&self, fd: RawFd, state: &Arc<FdState>) -> io::Result<()> {
-        let mut event = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
-            u64: Arc::as_ptr(state) as usize as u64,
+    /// `state` as its data. `exclusive`: for reading only, with
+    /// `EPOLLEXCLUSIVE` (a listener shared by processes; see
+    /// `Source::set_exclusive`), or without it on a kernel older than 4.5.
+    pub fn register(&self, fd: RawFd, state: &Arc<FdState>, exclusive: bool) -> io::Result<()> {
+        let both = libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET;
+        let add = |events: libc::c_int| {
+            let mut event = libc::epoll_event {
+                events: events as u32,
+                u64: Arc::as_ptr(state) as usize as u64,
+            };
+            // SAFETY: `event` is a valid epoll_event; epoll_ctl only reads
+            // it. The state outlives the registration (see the module docs).
+            cvt(unsafe {
+                libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event)
+            })
         };
-        // SAFETY: `event` is a valid epoll_event; epoll_ctl only reads it.
-        // The state outlives the registration (see the module docs).
-        cvt(unsafe {
-            libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event)
-        })?;
+        match exclusive {
+            true => {
+                add(libc::EPOLLIN | libc::EPOLLET | libc::EPOLLEXCLUSIVE).or_else(|e| {
+                    match e.raw_os_error() {
+                        Some(libc::EINVAL) => add(both),
+                        _ => Err(e),
+                    }
+                })?
+            }
+            false => add(both)?,
+        };
         let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         registry.insert(Arc::as_ptr(state) as usize, Arc::downgrade(state));
         self.registered.store(registry.len(), Ordering::Relaxed);
