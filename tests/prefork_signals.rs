@@ -133,11 +133,18 @@ fn sighup_refuses_nothing(name: &str, sharing: Sharing) {
             thread::spawn(move || {
                 let (mut answers, mut failures) = (Vec::new(), Vec::new());
                 while !stop.load(Ordering::Relaxed) {
+                    // A quick request, then one that is in flight for
+                    // 20 ms: a worker stopped mid-request would cut it.
                     match prefork_common::request(addr, "who") {
                         Ok(answer) if answer.split_whitespace().count() == 3 => {
                             answers.push(answer.split_whitespace().nth(1).unwrap().to_string());
                             answered.fetch_add(1, Ordering::Relaxed);
                         }
+                        Ok(answer) => failures.push(format!("answer {answer:?}")),
+                        Err(e) => failures.push(e.to_string()),
+                    }
+                    match prefork_common::request(addr, "slow 20") {
+                        Ok(answer) if answer.starts_with("started\ndone ") => {}
                         Ok(answer) => failures.push(format!("answer {answer:?}")),
                         Err(e) => failures.push(e.to_string()),
                     }
@@ -152,7 +159,7 @@ fn sighup_refuses_nothing(name: &str, sharing: Sharing) {
             answered.load(Ordering::Relaxed) >= target
         });
     };
-    wait_answers(100);
+    wait_answers(20);
     master.signal(libc::SIGHUP);
     let first = master.wait_log("generation 0) exited with status 0", LOG_WAIT);
     master.wait_log_after(
@@ -198,6 +205,45 @@ fn sighup_under_a_request_loop_refuses_no_connection_on_reuseport_sockets() {
         "sighup_under_a_request_loop_refuses_no_connection_on_reuseport_sockets",
         Sharing::ReusePort,
     );
+}
+
+#[test]
+fn a_reload_whose_new_workers_fail_keeps_the_old_ones_serving() {
+    const NAME: &str = "a_reload_whose_new_workers_fail_keeps_the_old_ones_serving";
+    if child_mode().as_deref() == Some("master") {
+        return run_master_role();
+    }
+    let mut master = MasterProcess::start(
+        &CHILD,
+        NAME,
+        &RoleConfig {
+            crash_from: Some(1),
+            ..RoleConfig::default()
+        },
+    );
+    master.wait_log("worker 1 (pid", LOG_WAIT);
+    master.signal(libc::SIGHUP);
+    // Both new workers fail, and fail again after their backoff.
+    let first = master.wait_log("generation 1) exited with status 1", LOG_WAIT);
+    for _ in 0..3 {
+        master.wait_log_after(
+            "generation 1) exited with status 1",
+            first.index + 1,
+            LOG_WAIT,
+        );
+    }
+    for _ in 0..50 {
+        let answer = master.request("who").expect("the old generation serves");
+        assert_eq!(answer.split_whitespace().nth(1), Some("0"), "{answer:?}");
+    }
+    assert!(
+        !master.output().contains("generation 0) stopping"),
+        "an old worker was stopped though no new one was ready: {}",
+        master.output()
+    );
+    master.signal(libc::SIGTERM);
+    master.wait_log("stopped", LOG_WAIT);
+    assert_eq!(master.wait_exit(LOG_WAIT), Ended::Exited(0));
 }
 
 fn ttin_ttou(name: &str, sharing: Sharing) {

@@ -169,7 +169,7 @@ fn a_worker_crashing_at_start_up_is_restarted_with_exponential_backoff() {
         NAME,
         &RoleConfig {
             workers: 1,
-            crash: true,
+            crash_from: Some(0),
             backoff_ms: (50, 400, 1_000),
             ..RoleConfig::default()
         },

@@ -24,7 +24,8 @@
 //!   `graceful_timeout` is killed; `run` returns when all are gone.
 //! - `SIGQUIT`: immediate stop: every worker is killed at once.
 //! - `SIGHUP`: rolling reload. A new generation of workers starts; as each
-//!   new worker reports `READY`, the old worker of its index gets `STOP`.
+//!   new worker reports `READY` (or has lived `min_uptime`), the old worker
+//!   of its index gets `STOP`.
 //!   The listening sockets stay open in the master throughout, so a
 //!   connection that arrives meanwhile waits in a queue some live worker
 //!   accepts from: none is refused. If a new worker keeps failing, the old
@@ -165,6 +166,8 @@ struct Slot {
     channel: MasterEnd,
     started: Instant,
     last_beat: Instant,
+    /// Said `READY`, or lived `min_uptime` without failing.
+    ready: bool,
     /// Sent `STOP`: must exit by this deadline.
     stopping: Option<Instant>,
     /// Killed for a missed heartbeat or a missed deadline (not twice).
@@ -332,6 +335,7 @@ where
             channel: MasterEnd::new(StdDatagram::from(master_end)),
             started: now,
             last_beat: now,
+            ready: false,
             stopping: None,
             killed: false,
         });
@@ -476,11 +480,17 @@ where
         let mut messages = Vec::new();
         for slot in &mut self.slots {
             slot.channel.flush();
+            if !slot.ready && now.duration_since(slot.started) >= self.config.min_uptime {
+                // Lived through start-up without saying READY: an
+                // application that never calls `Worker::ready`.
+                slot.ready = true;
+                ready.push(slot.id);
+            }
             for (kind, payload) in slot.channel.receive() {
                 match kind {
                     HEARTBEAT => slot.last_beat = now,
-                    READY => {
-                        slot.last_beat = now;
+                    READY if !slot.ready => {
+                        slot.ready = true;
                         ready.push(slot.id);
                     }
                     APP => messages.push((slot.id, payload)),
@@ -585,9 +595,11 @@ where
     fn next_deadline(&self) -> Option<Instant> {
         let restarts = self.restarts.values().filter_map(|r| r.at);
         let slots = self.slots.iter().filter(|s| !s.killed).flat_map(|s| {
+            let until_ready = (!s.ready).then_some(s.started + self.config.min_uptime);
             [
                 Some(s.last_beat + self.config.heartbeat_timeout),
                 s.stopping,
+                until_ready,
             ]
             .into_iter()
             .flatten()

@@ -17,6 +17,11 @@
 //! - the control reader: takes the master's datagrams; `STOP` starts the
 //!   graceful stop, `APP` goes to `Channel::recv`.
 //!
+//! A worker reports `READY` once it serves (`Worker::ready`, which `serve`
+//! calls when its acceptors run): a reload stops the old worker of an
+//! index only then, so a new generation that fails at start-up never
+//! replaces a working one.
+//!
 //! # Graceful stop (`Worker::serve`)
 //!
 //! `serve` accepts on every listener, one coroutine per listener, on a
@@ -65,6 +70,7 @@ pub struct Worker {
     listeners: Vec<Listener>,
     channel: Channel,
     state: Arc<StopState>,
+    ready_sent: AtomicBool,
 }
 
 /// The stop request and the connections `serve` counts.
@@ -130,6 +136,18 @@ impl Worker {
         self.state.stopping.load(Ordering::Acquire)
     }
 
+    /// Tells the master that this worker serves: during a reload, the
+    /// old worker of this index is stopped only then. `serve` calls it; an
+    /// application with its own accept loop calls it once it accepts (if
+    /// it never does, the master takes a worker that has lived
+    /// `min_uptime` as ready).
+    pub fn ready(&self) -> io::Result<()> {
+        if self.ready_sent.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.channel.send_kind(READY, &[])
+    }
+
     /// Parks until the master asks this worker to stop.
     pub fn wait_for_stop(&self) {
         let state = &self.state;
@@ -163,6 +181,7 @@ impl Worker {
                 }
             }));
         }
+        self.ready()?;
         self.wait_for_stop();
         for acceptor in &acceptors {
             acceptor.cancel();
@@ -262,6 +281,7 @@ where
         listeners,
         channel: channel.clone(),
         state: Arc::new(StopState::default()),
+        ready_sent: AtomicBool::new(false),
     };
     let body = Arc::clone(body);
     let interval = spec.heartbeat_interval;
@@ -275,7 +295,6 @@ where
                 crate::sleep(interval);
             }
         });
-        worker.channel.send_kind(READY, &[])?;
         let result = body(&worker);
         control.cancel();
         heartbeat.cancel();

@@ -33,8 +33,9 @@ pub const PREFORK_ENV: &str = "FIBRA_PREFORK_TEST";
 pub struct RoleConfig {
     pub workers: usize,
     pub sharing: Sharing,
-    /// Workers fail at once (exit status 1) instead of serving.
-    pub crash: bool,
+    /// Workers of this generation and later fail at once (exit status 1)
+    /// instead of serving.
+    pub crash_from: Option<u64>,
     pub heartbeat_ms: (u64, u64),
     pub graceful_ms: u64,
     pub backoff_ms: (u64, u64, u64),
@@ -47,7 +48,7 @@ impl Default for RoleConfig {
         RoleConfig {
             workers: 2,
             sharing: Sharing::Exclusive,
-            crash: false,
+            crash_from: None,
             heartbeat_ms: (50, 5_000),
             graceful_ms: 5_000,
             backoff_ms: (50, 400, 1_000),
@@ -60,13 +61,13 @@ impl Default for RoleConfig {
 impl RoleConfig {
     fn to_env(&self) -> String {
         let mut env = format!(
-            "workers={} sharing={} crash={} heartbeat={},{} graceful={} backoff={},{},{} pin={}",
+            "workers={} sharing={} crash_from={} heartbeat={},{} graceful={} backoff={},{},{} pin={}",
             self.workers,
             match self.sharing {
                 Sharing::Exclusive => "exclusive",
                 Sharing::ReusePort => "reuseport",
             },
-            self.crash as u8,
+            self.crash_from.map_or(-1, |g| g as i64),
             self.heartbeat_ms.0,
             self.heartbeat_ms.1,
             self.graceful_ms,
@@ -91,7 +92,7 @@ impl RoleConfig {
                 "workers" => config.workers = value.parse().unwrap(),
                 "sharing" if value == "reuseport" => config.sharing = Sharing::ReusePort,
                 "sharing" => config.sharing = Sharing::Exclusive,
-                "crash" => config.crash = value == "1",
+                "crash_from" => config.crash_from = value.parse().ok(),
                 "heartbeat" => {
                     let n = numbers(value);
                     config.heartbeat_ms = (n[0], n[1]);
@@ -140,10 +141,10 @@ pub fn run_master_role() {
         addr.map_or("unix".to_string(), |a| a.to_string()),
         std::process::id()
     ));
-    let crash = config.crash;
+    let crash_from = config.crash_from;
     master
         .run(move |worker| {
-            if crash {
+            if crash_from.is_some_and(|g| worker.generation() >= g) {
                 return Err(io::Error::other("crashing at start-up, as asked"));
             }
             serve_protocol(worker)
