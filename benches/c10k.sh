@@ -79,77 +79,9 @@ command_for() {
   esac
 }
 
-# A cgroup v2 hierarchy to account the servers' CPU in, if writable.
-cg_root=
-for root in /sys/fs/cgroup /sys/fs/cgroup/unified; do
-  if [ "$(stat -f -c %T "$root" 2>/dev/null)" = cgroup2fs ] && mkdir "$root/fibra-c10k-$$" 2>/dev/null; then
-    rmdir "$root/fibra-c10k-$$"
-    cg_root=$root
-    break
-  fi
-done
-if [ -z "$cg_root" ]; then
-  echo "c10k: no writable cgroup v2 hierarchy: server CPU comes from /proc, rounded down to" >&2
-  echo "      10 ms per process (servers of many small processes are undercounted)" >&2
-fi
-
-server_pid=
-cg=
-start_server() {
-  cg=
-  if [ -n "$cg_root" ]; then
-    cg=$cg_root/fibra-c10k-$$-$1
-    mkdir "$cg"
-  fi
-  # The subshell joins the cgroup before it becomes the server, so every
-  # process the server forks is accounted there; a session of its own, so
-  # that the whole tree can be signalled.
-  # shellcheck disable=SC2046
-  (
-    if [ -n "$cg" ]; then echo "$BASHPID" >"$cg/cgroup.procs"; fi
-    exec setsid $(command_for "$1")
-  ) >"$logs/$1.log" 2>&1 &
-  server_pid=$!
-  for _ in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      # env execs the server: the pid is the server's (or its master's).
-      return
-    fi
-    sleep 0.05
-  done
-  echo "c10k: $1 did not start listening on port $port:" >&2
-  cat "$logs/$1.log" >&2
-  exit 1
-}
-
-stop_server() {
-  kill -TERM -- "-$server_pid" 2>/dev/null || true
-  for _ in $(seq 100); do
-    kill -0 -- "-$server_pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  kill -KILL -- "-$server_pid" 2>/dev/null || true
-  wait "$server_pid" 2>/dev/null || true
-  if [ -n "$cg" ]; then
-    # Whatever left the session (nothing should) dies with the cgroup.
-    if [ -e "$cg/cgroup.kill" ]; then echo 1 >"$cg/cgroup.kill"; fi
-    for _ in $(seq 100); do
-      [ -s "$cg/cgroup.procs" ] || break
-      sleep 0.05
-    done
-    rmdir "$cg" 2>/dev/null || echo "c10k: could not remove $cg" >&2
-    cg=
-  fi
-}
+# shellcheck source=benches/server_tree.sh
+. "$repo/benches/server_tree.sh"
 trap 'stop_server' EXIT
-
-cpu_us() {
-  if [ -n "$cg" ]; then
-    sed -n 's/^usage_usec \([0-9]*\)/\1/p' "$cg/cpu.stat"
-  else
-    "$bin/c10k_client" cpu "$server_pid" | sed -n 's/^cpu_us=\([0-9]*\).*/\1/p'
-  fi
-}
 
 # server mode concurrency
 point() {
@@ -180,7 +112,8 @@ point() {
 
 started=$(date +%s)
 for server in $servers; do
-  start_server "$server"
+  # shellcheck disable=SC2046
+  start_server "$server" $(command_for "$server")
   for mode in $modes; do
     for c in $levels; do
       if [ "$limit" != unlimited ] && [ "$c" -gt $((limit - 100)) ]; then
