@@ -16,20 +16,13 @@
 mod http_common;
 
 use std::io;
-use std::net::TcpListener;
-use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::Duration;
 
 fn main() -> io::Result<()> {
     http_common::raise_fd_limit()?;
     let port = http_common::port_arg(8080);
-    let listener = TcpListener::bind(("127.0.0.1", port))?;
-    // SAFETY: listen(2) again on a listening socket only resizes its
-    // backlog (std's is 128; see http_threads).
-    if unsafe { libc::listen(listener.as_raw_fd(), libc::SOMAXCONN) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let listener = http_common::listen_std(port)?;
     loop {
         reap_children();
         let stream = match listener.accept() {

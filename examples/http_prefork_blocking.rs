@@ -18,7 +18,6 @@ mod http_common;
 
 use std::io;
 use std::net::TcpListener;
-use std::os::fd::AsRawFd;
 
 /// Worker processes unless `--workers` says otherwise.
 const DEFAULT_WORKERS: usize = 64;
@@ -29,12 +28,7 @@ fn main() -> io::Result<()> {
         eprintln!("usage: http_prefork_blocking [--workers N] [PORT]");
         std::process::exit(2)
     });
-    let listener = TcpListener::bind(("127.0.0.1", port))?;
-    // SAFETY: listen(2) again on a listening socket only resizes its
-    // backlog (std's is 128; see http_threads).
-    if unsafe { libc::listen(listener.as_raw_fd(), libc::SOMAXCONN) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let listener = http_common::listen_std(port)?;
     // SAFETY: getpid(2) cannot fail.
     let master = unsafe { libc::getpid() };
     for _ in 0..workers {

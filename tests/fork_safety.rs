@@ -182,6 +182,14 @@ fn fork_in_a_coroutine_never_runs_the_parents_other_coroutines_in_the_child() {
     );
 }
 
+/// A std client connected to a fibra server-side stream, on 127.0.0.1.
+fn connected_pair() -> (std::net::TcpStream, fibra::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let server = fibra::net::TcpStream::from(listener.accept().unwrap().0);
+    (client, server)
+}
+
 /// The data theft: a coroutine parked on a socket in the parent,
 /// and a fork from another coroutine of the same worker. The parent's
 /// worker is kept busy (it waits for the child) while bytes arrive, so on a
@@ -192,9 +200,7 @@ fn fork_in_a_coroutine_never_lets_the_child_read_the_parents_socket() {
     const NAME: &str = "fork_in_a_coroutine_never_lets_the_child_read_the_parents_socket";
     if child_mode().as_deref() == Some("theft") {
         let rt = common::runtime(1, "dt");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let server = fibra::net::TcpStream::from(listener.accept().unwrap().0);
+        let (mut client, server) = connected_pair();
         let reader = rt.spawn(move || {
             server
                 .set_read_timeout(Some(Duration::from_secs(5)))
@@ -245,9 +251,7 @@ fn a_forked_child_dropping_a_socket_keeps_the_parents_registration() {
     const NAME: &str = "a_forked_child_dropping_a_socket_keeps_the_parents_registration";
     if child_mode().as_deref() == Some("deregister") {
         let rt = common::runtime(1, "dr");
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let server = fibra::net::TcpStream::from(listener.accept().unwrap().0);
+        let (mut client, server) = connected_pair();
         let (forked_tx, forked_rx) = mpsc::channel();
         let user = rt.spawn(move || {
             let mut server = server;

@@ -13,29 +13,9 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use common::{ChildSetup, TempDir, child_mode};
+use common::TempDir;
 use fibra::prefork::{Prefork, Sharing};
-use fork_common::Ended;
-use prefork_common::{MasterProcess, RoleConfig, run_master_role};
-
-const CHILD: ChildSetup = ChildSetup {
-    timeout: Duration::from_secs(60),
-    env: &[],
-};
-
-const LOG_WAIT: Duration = Duration::from_secs(10);
-
-/// Stops the master with SIGTERM and checks that it stopped cleanly.
-fn stop(mut master: MasterProcess) {
-    master.signal(libc::SIGTERM);
-    master.wait_log("stopped", LOG_WAIT);
-    assert_eq!(
-        master.wait_exit(LOG_WAIT),
-        Ended::Exited(0),
-        "{}",
-        master.output()
-    );
-}
+use prefork_common::{LOG_WAIT, MasterProcess, RoleConfig, stop};
 
 /// `who` answers, as (index, generation, pid).
 fn who(master: &MasterProcess) -> (usize, u64, i32) {
@@ -50,17 +30,15 @@ fn who(master: &MasterProcess) -> (usize, u64, i32) {
 }
 
 fn serves_with(name: &str, sharing: Sharing) {
-    if child_mode().as_deref() == Some("master") {
-        return run_master_role();
-    }
-    let master = MasterProcess::start(
-        &CHILD,
+    let Some(master) = prefork_common::start(
         name,
-        &RoleConfig {
+        RoleConfig {
             sharing,
             ..RoleConfig::default()
         },
-    );
+    ) else {
+        return;
+    };
     master.wait_log("worker 1 (pid", LOG_WAIT);
     let started: BTreeSet<i32> = master.started_pids().into_iter().collect();
     assert_eq!(started.len(), 2, "{}", master.output());
@@ -97,19 +75,17 @@ fn workers_serve_on_reuseport_sockets_and_both_get_connections() {
 #[test]
 fn a_unix_listener_is_served_and_removed_at_the_end() {
     const NAME: &str = "a_unix_listener_is_served_and_removed_at_the_end";
-    if child_mode().as_deref() == Some("master") {
-        return run_master_role();
-    }
     let dir = TempDir::new();
     let path = dir.join("prefork.sock");
-    let master = MasterProcess::start(
-        &CHILD,
+    let Some(master) = prefork_common::start(
         NAME,
-        &RoleConfig {
+        RoleConfig {
             unix: Some(path.to_string_lossy().into_owned()),
             ..RoleConfig::default()
         },
-    );
+    ) else {
+        return;
+    };
     master.wait_log("worker 1 (pid", LOG_WAIT);
     let mut stream = UnixStream::connect(&path).expect("connect to the unix listener");
     stream
@@ -126,10 +102,9 @@ fn a_unix_listener_is_served_and_removed_at_the_end() {
 #[test]
 fn the_channel_carries_messages_between_a_worker_and_the_master() {
     const NAME: &str = "the_channel_carries_messages_between_a_worker_and_the_master";
-    if child_mode().as_deref() == Some("master") {
-        return run_master_role();
-    }
-    let master = MasterProcess::start(&CHILD, NAME, &RoleConfig::default());
+    let Some(master) = prefork_common::start(NAME, RoleConfig::default()) else {
+        return;
+    };
     for round in 0..5 {
         let answer = master.request(&format!("ask ping{round}")).unwrap();
         let index: usize = answer
@@ -150,18 +125,16 @@ fn the_channel_carries_messages_between_a_worker_and_the_master() {
 #[test]
 fn workers_are_pinned_to_one_cpu_each_when_asked() {
     const NAME: &str = "workers_are_pinned_to_one_cpu_each_when_asked";
-    if child_mode().as_deref() == Some("master") {
-        return run_master_role();
-    }
     let cpus = prefork_common::allowed_cpus();
-    let master = MasterProcess::start(
-        &CHILD,
+    let Some(master) = prefork_common::start(
         NAME,
-        &RoleConfig {
+        RoleConfig {
             pin: true,
             ..RoleConfig::default()
         },
-    );
+    ) else {
+        return;
+    };
     for _ in 0..20 {
         let answer = master.request("cpus").unwrap();
         let (index, list) = answer.trim_end().split_once(' ').unwrap();
@@ -214,20 +187,18 @@ fn wakeups(pid: i32) -> u64 {
 #[test]
 fn a_connection_wakes_one_idle_worker_not_all_of_them() {
     const NAME: &str = "a_connection_wakes_one_idle_worker_not_all_of_them";
-    if child_mode().as_deref() == Some("master") {
-        return run_master_role();
-    }
     const WORKERS: usize = 4;
     const REQUESTS: u64 = 200;
-    let master = MasterProcess::start(
-        &CHILD,
+    let Some(master) = prefork_common::start(
         NAME,
-        &RoleConfig {
+        RoleConfig {
             workers: WORKERS,
             heartbeat_ms: (60_000, 120_000),
             ..RoleConfig::default()
         },
-    );
+    ) else {
+        return;
+    };
     master.wait_log("worker 3 (pid", LOG_WAIT);
     let pids = master.started_pids();
     // Every worker has parked its acceptor (registered its listener).

@@ -15,17 +15,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{ChildSetup, child_mode};
 use fibra::prefork::Sharing;
-use fork_common::{Ended, pidfd_open};
-use prefork_common::{MasterProcess, RoleConfig, pid_in, run_master_role};
-
-const CHILD: ChildSetup = ChildSetup {
-    timeout: Duration::from_secs(60),
-    env: &[],
-};
-
-const LOG_WAIT: Duration = Duration::from_secs(10);
+use fork_common::{Ended, exited_within, pidfd_open};
+use prefork_common::{LOG_WAIT, MasterProcess, RoleConfig, pid_in};
 
 /// Sends `slow MS` and returns the connection once the worker has said
 /// `started` (the request is in flight in a worker).
@@ -47,10 +39,9 @@ fn slow_request(master: &MasterProcess, ms: u64) -> BufReader<TcpStream> {
 #[test]
 fn sigterm_lets_a_slow_in_flight_request_finish() {
     const NAME: &str = "sigterm_lets_a_slow_in_flight_request_finish";
-    if child_mode().as_deref() == Some("master") {
-        return run_master_role();
-    }
-    let mut master = MasterProcess::start(&CHILD, NAME, &RoleConfig::default());
+    let Some(mut master) = prefork_common::start(NAME, RoleConfig::default()) else {
+        return;
+    };
     let mut slow = slow_request(&master, 700);
     let sent = Instant::now();
     master.signal(libc::SIGTERM);
@@ -85,10 +76,9 @@ fn sigterm_lets_a_slow_in_flight_request_finish() {
 #[test]
 fn sigquit_stops_at_once() {
     const NAME: &str = "sigquit_stops_at_once";
-    if child_mode().as_deref() == Some("master") {
-        return run_master_role();
-    }
-    let mut master = MasterProcess::start(&CHILD, NAME, &RoleConfig::default());
+    let Some(mut master) = prefork_common::start(NAME, RoleConfig::default()) else {
+        return;
+    };
     let mut slow = slow_request(&master, 30_000);
     let sent = Instant::now();
     master.signal(libc::SIGQUIT);
@@ -112,17 +102,15 @@ fn sigquit_stops_at_once() {
 }
 
 fn sighup_refuses_nothing(name: &str, sharing: Sharing) {
-    if child_mode().as_deref() == Some("master") {
-        return run_master_role();
-    }
-    let master = MasterProcess::start(
-        &CHILD,
+    let Some(master) = prefork_common::start(
         name,
-        &RoleConfig {
+        RoleConfig {
             sharing,
             ..RoleConfig::default()
         },
-    );
+    ) else {
+        return;
+    };
     master.wait_log("worker 1 (pid", LOG_WAIT);
     let addr = master.addr.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -210,17 +198,15 @@ fn sighup_under_a_request_loop_refuses_no_connection_on_reuseport_sockets() {
 #[test]
 fn a_reload_whose_new_workers_fail_keeps_the_old_ones_serving() {
     const NAME: &str = "a_reload_whose_new_workers_fail_keeps_the_old_ones_serving";
-    if child_mode().as_deref() == Some("master") {
-        return run_master_role();
-    }
-    let mut master = MasterProcess::start(
-        &CHILD,
+    let Some(mut master) = prefork_common::start(
         NAME,
-        &RoleConfig {
+        RoleConfig {
             crash_from: Some(1),
             ..RoleConfig::default()
         },
-    );
+    ) else {
+        return;
+    };
     master.wait_log("worker 1 (pid", LOG_WAIT);
     master.signal(libc::SIGHUP);
     // Both new workers fail, and fail again after their backoff.
@@ -247,18 +233,16 @@ fn a_reload_whose_new_workers_fail_keeps_the_old_ones_serving() {
 }
 
 fn ttin_ttou(name: &str, sharing: Sharing) {
-    if child_mode().as_deref() == Some("master") {
-        return run_master_role();
-    }
-    let mut master = MasterProcess::start(
-        &CHILD,
+    let Some(mut master) = prefork_common::start(
         name,
-        &RoleConfig {
+        RoleConfig {
             workers: 1,
             sharing,
             ..RoleConfig::default()
         },
-    );
+    ) else {
+        return;
+    };
     master.wait_log("worker 0 (pid", LOG_WAIT);
     master.signal(libc::SIGTTIN);
     master.wait_log("SIGTTIN: 2 workers", LOG_WAIT);
@@ -279,13 +263,7 @@ fn ttin_ttou(name: &str, sharing: Sharing) {
         &format!("worker 1 (pid {added}, generation 0) exited with status 0"),
         LOG_WAIT,
     );
-    let mut pollfd = libc::pollfd {
-        fd: std::os::fd::AsRawFd::as_raw_fd(&added_fd),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd; readable once the process has exited.
-    assert_eq!(unsafe { libc::poll(&mut pollfd, 1, 0) }, 1);
+    assert!(exited_within(&added_fd, Duration::ZERO));
     for _ in 0..50 {
         let answer = master.request("who").expect("service goes on");
         assert!(answer.starts_with("0 0 "), "{answer:?}");

@@ -14,28 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{ChildSetup, child_mode};
 use fibra::prefork::Sharing;
-use fork_common::{Ended, pidfd_open};
-use prefork_common::{MasterProcess, RoleConfig, pid_in, run_master_role};
-
-const CHILD: ChildSetup = ChildSetup {
-    timeout: Duration::from_secs(60),
-    env: &[],
-};
-
-const LOG_WAIT: Duration = Duration::from_secs(10);
-
-fn stop(mut master: MasterProcess) {
-    master.signal(libc::SIGTERM);
-    master.wait_log("stopped", LOG_WAIT);
-    assert_eq!(
-        master.wait_exit(LOG_WAIT),
-        Ended::Exited(0),
-        "{}",
-        master.output()
-    );
-}
+use fork_common::{Ended, exited_within, pidfd_open};
+use prefork_common::{LOG_WAIT, MasterProcess, RoleConfig, pid_in, stop};
 
 /// Client threads sending `who` requests back to back until stopped,
 /// counting answers, failures and the pids that answered.
@@ -111,21 +92,19 @@ impl Load {
 #[test]
 fn a_worker_killed_under_load_is_replaced_and_service_goes_on() {
     const NAME: &str = "a_worker_killed_under_load_is_replaced_and_service_goes_on";
-    if child_mode().as_deref() == Some("master") {
-        return run_master_role();
-    }
     // SO_REUSEPORT: the replacement has its own share of connections, so
     // the test can see it serve. A worker that ran 10 ms is no start-up
     // failure: restarted at once.
-    let master = MasterProcess::start(
-        &CHILD,
+    let Some(master) = prefork_common::start(
         NAME,
-        &RoleConfig {
+        RoleConfig {
             sharing: Sharing::ReusePort,
             backoff_ms: (50, 400, 10),
             ..RoleConfig::default()
         },
-    );
+    ) else {
+        return;
+    };
     let victim = pid_in(&master.wait_log("worker 0 (pid", LOG_WAIT).text);
     master.wait_log("worker 1 (pid", LOG_WAIT);
     const CLIENTS: usize = 4;
@@ -161,19 +140,17 @@ fn a_worker_killed_under_load_is_replaced_and_service_goes_on() {
 #[test]
 fn a_worker_crashing_at_start_up_is_restarted_with_exponential_backoff() {
     const NAME: &str = "a_worker_crashing_at_start_up_is_restarted_with_exponential_backoff";
-    if child_mode().as_deref() == Some("master") {
-        return run_master_role();
-    }
-    let master = MasterProcess::start(
-        &CHILD,
+    let Some(master) = prefork_common::start(
         NAME,
-        &RoleConfig {
+        RoleConfig {
             workers: 1,
             crash_from: Some(0),
             backoff_ms: (50, 400, 1_000),
             ..RoleConfig::default()
         },
-    );
+    ) else {
+        return;
+    };
     // 50 + 100 + 200 + 400 + 400 ms of backoff before the sixth restart.
     let first = master.wait_log("restarting in 400ms", LOG_WAIT);
     master.wait_log_after("restarting in 400ms", first.index + 1, LOG_WAIT);
@@ -217,19 +194,17 @@ fn a_worker_crashing_at_start_up_is_restarted_with_exponential_backoff() {
 #[test]
 fn a_hung_worker_is_killed_by_the_heartbeat_timeout_and_replaced() {
     const NAME: &str = "a_hung_worker_is_killed_by_the_heartbeat_timeout_and_replaced";
-    if child_mode().as_deref() == Some("master") {
-        return run_master_role();
-    }
     const TIMEOUT: Duration = Duration::from_millis(600);
-    let master = MasterProcess::start(
-        &CHILD,
+    let Some(master) = prefork_common::start(
         NAME,
-        &RoleConfig {
+        RoleConfig {
             workers: 1,
             heartbeat_ms: (50, TIMEOUT.as_millis() as u64),
             ..RoleConfig::default()
         },
-    );
+    ) else {
+        return;
+    };
     let hung = pid_in(&master.wait_log("worker 0 (pid", LOG_WAIT).text);
     // An idle worker keeps beating: no kill over twice the timeout.
     assert!(
@@ -275,10 +250,9 @@ fn a_hung_worker_is_killed_by_the_heartbeat_timeout_and_replaced() {
 #[test]
 fn workers_die_with_their_master() {
     const NAME: &str = "workers_die_with_their_master";
-    if child_mode().as_deref() == Some("master") {
-        return run_master_role();
-    }
-    let mut master = MasterProcess::start(&CHILD, NAME, &RoleConfig::default());
+    let Some(mut master) = prefork_common::start(NAME, RoleConfig::default()) else {
+        return;
+    };
     master.wait_log("worker 1 (pid", LOG_WAIT);
     let workers: Vec<_> = master
         .started_pids()
@@ -288,14 +262,9 @@ fn workers_die_with_their_master() {
     master.signal(libc::SIGKILL);
     assert_eq!(master.wait_exit(LOG_WAIT), Ended::Signaled(libc::SIGKILL));
     for pidfd in workers {
-        let mut pollfd = libc::pollfd {
-            fd: std::os::fd::AsRawFd::as_raw_fd(&pidfd),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd; a pidfd is readable once its process
-        // has exited.
-        let ready = unsafe { libc::poll(&mut pollfd, 1, LOG_WAIT.as_millis() as i32) };
-        assert_eq!(ready, 1, "a worker outlived its master by {LOG_WAIT:?}");
+        assert!(
+            exited_within(&pidfd, LOG_WAIT),
+            "a worker outlived its master by {LOG_WAIT:?}"
+        );
     }
 }

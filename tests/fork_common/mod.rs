@@ -66,6 +66,19 @@ pub fn wait_child(pid: i32, limit: Duration) -> Ended {
     }
 }
 
+/// Whether the process of `pidfd` (not necessarily our child) has exited
+/// within `limit`.
+pub fn exited_within(pidfd: &OwnedFd, limit: Duration) -> bool {
+    let mut pollfd = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a pidfd is readable once its process has
+    // exited.
+    unsafe { libc::poll(&mut pollfd, 1, limit.as_millis() as libc::c_int) == 1 }
+}
+
 /// Reaps `pid` (blocking) and says how it ended.
 pub fn reap(pid: i32) -> Ended {
     let mut status = 0;

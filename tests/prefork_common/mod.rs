@@ -24,6 +24,38 @@ use fibra::prefork::{Prefork, Sharing, Stream, Worker};
 use crate::common::{ChildSetup, report};
 use crate::fork_common::{Ended, wait_child};
 
+/// How the prefork tests run their master roles: killed, failing the test,
+/// after a minute.
+pub const CHILD: ChildSetup = ChildSetup {
+    timeout: Duration::from_secs(60),
+    env: &[],
+};
+
+/// How long a test waits for a master's log line or exit.
+pub const LOG_WAIT: Duration = Duration::from_secs(10);
+
+/// In the master role (this binary re-run for test `name`), runs the
+/// master and returns None; in the test, starts that role with `config`.
+pub fn start(name: &str, config: RoleConfig) -> Option<MasterProcess> {
+    if crate::common::child_mode().as_deref() == Some("master") {
+        run_master_role();
+        return None;
+    }
+    Some(MasterProcess::start(&CHILD, name, &config))
+}
+
+/// Stops the master with SIGTERM and checks that it stopped cleanly.
+pub fn stop(mut master: MasterProcess) {
+    master.signal(libc::SIGTERM);
+    master.wait_log("stopped", LOG_WAIT);
+    assert_eq!(
+        master.wait_exit(LOG_WAIT),
+        Ended::Exited(0),
+        "{}",
+        master.output()
+    );
+}
+
 /// The variable that configures the master role: space-separated
 /// `key=value`s (see `RoleConfig`).
 pub const PREFORK_ENV: &str = "FIBRA_PREFORK_TEST";
