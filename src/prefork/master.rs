@@ -52,6 +52,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram as StdDatagram;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -502,11 +503,21 @@ where
             self.retire_older(id);
         }
         for (id, payload) in messages {
-            let reply = self
-                .config
-                .on_message
-                .as_mut()
-                .and_then(|h| h(id, &payload));
+            let Some(handler) = self.config.on_message.as_mut() else {
+                continue;
+            };
+            // A panicking handler must not end the loop that supervises
+            // every worker (and, through PDEATHSIG, keeps them alive).
+            let reply = match catch_unwind(AssertUnwindSafe(|| handler(id, &payload))) {
+                Ok(reply) => reply,
+                Err(_) => {
+                    self.log(&format!(
+                        "{}: on_message panicked; message dropped",
+                        describe(&id)
+                    ));
+                    None
+                }
+            };
             if let Some(reply) = reply
                 && let Some(slot) = self.slots.iter_mut().find(|s| s.id == id)
             {

@@ -72,6 +72,11 @@
 //! - For long-lived worker processes, use this module: its master runs no
 //!   runtime (`run` refuses with an error if one runs in its process) and
 //!   each worker builds its own after the fork.
+//! - A worker is a fork of the thread that called `run`: no other thread
+//!   of the master exists in it, and a lock such a thread held at the fork
+//!   stays held there. Call `run` from `main` before starting threads, or
+//!   keep the master's other threads away from locks the workers use
+//!   (std's stdout, a logger's).
 //!
 //! # Signals and the master's log
 //!
