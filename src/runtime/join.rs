@@ -142,8 +142,8 @@ impl<T> JoinHandle<T> {
     /// payload (or `Cancelled`) comes back as `Err`. Parks the calling
     /// coroutine, or blocks the calling OS thread.
     pub fn join(self) -> thread::Result<T> {
-        if !self.cell.is_done() && self.task.shared.shutdown.load(Ordering::Relaxed) {
-            // It may be the parent's, in a forked child: never to finish.
+        if super::fork::in_forked_child() && !self.cell.is_done() {
+            // It may be the parent's: never to finish here.
             super::fork::refuse_join_if_inherited(&self.task.shared);
         }
         self.cell.wait(false)

@@ -257,7 +257,7 @@ fn default_runtime() -> &'static Runtime {
         Runtime::new().unwrap_or_else(|e| panic!("fibra: cannot start the default runtime: {e}"))
     });
     // Never dropped, so shut down only in a forked child (fork.rs).
-    if runtime.shared.shutdown.load(Ordering::Relaxed) {
+    if fork::in_forked_child() && runtime.shared.shutdown.load(Ordering::Relaxed) {
         return fork::default_runtime_in_child();
     }
     runtime
