@@ -196,6 +196,8 @@ fn inherited_from(shared: &Shared) -> Option<libc::pid_t> {
 }
 
 /// Whether `shared` is a runtime inherited across a fork (dead here).
+#[cold]
+#[inline(never)]
 pub(crate) fn is_inherited(shared: &Shared) -> bool {
     inherited_from(shared).is_some()
 }
@@ -214,6 +216,8 @@ fn inherited_message(builder: libc::pid_t) -> String {
 
 /// Refuses a spawn on an inherited runtime (called only once `shutdown` is
 /// seen set).
+#[cold]
+#[inline(never)]
 pub(crate) fn refuse_if_inherited(shared: &Shared) -> io::Result<()> {
     match inherited_from(shared) {
         Some(builder) => Err(io::Error::other(inherited_message(builder))),
@@ -223,6 +227,8 @@ pub(crate) fn refuse_if_inherited(shared: &Shared) -> io::Result<()> {
 
 /// Panics instead of waiting for ever on a coroutine of an inherited
 /// runtime (called only in a forked child, for an unfinished coroutine).
+#[cold]
+#[inline(never)]
 pub(crate) fn refuse_join_if_inherited(shared: &Shared) {
     if let Some(builder) = inherited_from(shared) {
         panic!(
@@ -235,6 +241,8 @@ pub(crate) fn refuse_join_if_inherited(shared: &Shared) {
 /// Called by a worker loop that sees its runtime shut down: if this is a
 /// copy of the worker in a forked child (the coroutine that forked has
 /// returned to it), there is nothing it may run, so the process ends.
+#[cold]
+#[inline(never)]
 pub(crate) fn end_if_forked_copy(shared: &Shared) {
     let Some(builder) = inherited_from(shared) else {
         return;
@@ -256,6 +264,8 @@ pub(crate) fn end_if_forked_copy(shared: &Shared) {
 
 /// The default runtime of a forked child (the caller found its inherited
 /// one shut down): built on first use in each child generation, then kept.
+#[cold]
+#[inline(never)]
 pub(crate) fn default_runtime_in_child() -> &'static Runtime {
     let generation = GENERATION.load(Ordering::Acquire);
     let current = || {
