@@ -213,10 +213,10 @@ fn a_connection_wakes_one_idle_worker_not_all_of_them() {
     let per_request = (after - before) as f64 / REQUESTS as f64;
     eprintln!("wakeups per request, {WORKERS} workers: {per_request:.2}");
     // The serving worker wakes once or twice (the connection, then maybe
-    // its request); with a herd every idle worker would wake too (measured
+    // its request); with a herd the 3 idle workers wake too (measured
     // here: 1.6-1.7 with EPOLLEXCLUSIVE, 4.5 without).
     assert!(
-        per_request < 2.5,
+        per_request < 3.0,
         "{per_request:.2} worker wakeups per connection: a thundering herd"
     );
     stop(master);
