@@ -194,7 +194,7 @@ fn a_worker_crashing_at_start_up_is_restarted_with_exponential_backoff() {
 #[test]
 fn a_hung_worker_is_killed_by_the_heartbeat_timeout_and_replaced() {
     const NAME: &str = "a_hung_worker_is_killed_by_the_heartbeat_timeout_and_replaced";
-    const TIMEOUT: Duration = Duration::from_millis(600);
+    const TIMEOUT: Duration = Duration::from_millis(1000);
     let Some(master) = prefork_common::start(
         NAME,
         RoleConfig {
