@@ -96,6 +96,7 @@ pub mod fs;
 pub mod io;
 pub mod net;
 pub mod observe;
+pub mod prefork;
 mod runtime;
 pub mod stack;
 

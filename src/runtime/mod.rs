@@ -19,6 +19,7 @@
 //!   (src/observe has the rest);
 //! - `config.rs` — the default runtime's settings from the environment
 //!   (`FIBRA_WORKERS`, `FIBRA_STACK_SIZE`, ...).
+//! - `fork.rs` — what a `fork(2)` does to runtimes: dead in the child.
 //!
 //! Every call works on a plain OS thread too, by blocking that thread: `park`
 //! is `std::thread::park`, `join` blocks, `sleep` is `std::thread::sleep`.
@@ -35,6 +36,7 @@
 //! the same worker runs.
 
 mod config;
+mod fork;
 mod inspect;
 mod join;
 mod placement;
@@ -61,6 +63,7 @@ pub use join::JoinHandle;
 pub use spawn::{Builder, spawn};
 pub use task::Cancelled;
 
+pub(crate) use fork::runtimes_running;
 pub(crate) use inspect::{StallProbe, dump as dump_of, probe_stall};
 pub(crate) use spawn::spawn_unchecked;
 
@@ -205,6 +208,7 @@ impl RuntimeBuilder {
             dump_signal: self.dump_signal,
         });
         LIVE_RUNTIMES.fetch_add(1, Ordering::AcqRel);
+        fork::register(&shared);
         let mut runtime = Runtime {
             shared: Arc::clone(&shared),
             threads: Vec::with_capacity(n),
@@ -331,6 +335,11 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
+        if fork::is_inherited(&self.shared) {
+            // A forked child's copy: its threads are the parent's (fork.rs).
+            std::mem::forget(std::mem::take(&mut self.threads));
+            return;
+        }
         self.shared.shutdown.store(true, Ordering::SeqCst);
         for worker in &self.shared.workers {
             worker.watch.ask(crate::observe::ATTEND_SHUTDOWN);
@@ -367,11 +376,16 @@ impl std::fmt::Debug for Runtime {
 /// config.rs), never dropped.
 fn default_runtime() -> &'static Runtime {
     static DEFAULT: OnceLock<Runtime> = OnceLock::new();
-    DEFAULT.get_or_init(|| {
+    let runtime = DEFAULT.get_or_init(|| {
         config::builder_from_env()
             .and_then(RuntimeBuilder::build)
             .unwrap_or_else(|e| panic!("fibra: cannot start the default runtime: {e}"))
-    })
+    });
+    // Never dropped, so shut down only in a forked child (fork.rs).
+    if fork::in_forked_child() && runtime.shared.shutdown.load(Ordering::Relaxed) {
+        return fork::default_runtime_in_child();
+    }
+    runtime
 }
 
 /// `Runtime::metrics()` of the calling coroutine's runtime, or of the

@@ -172,6 +172,9 @@ where
     // the body alive until the cell is DONE (see the function's contract).
     let body = unsafe { std::mem::transmute::<Box<dyn TaskBody + 'a>, Box<dyn TaskBody>>(body) };
     if shared.shutdown.load(Ordering::Acquire) {
+        // A forked child's copy of a parent's runtime is shut down too, but
+        // refuses with an explanation (fork.rs).
+        super::fork::refuse_if_inherited(&shared)?;
         // Never runs: dropping the body delivers `Cancelled`. Not an error,
         // so that a destructor unwinding during shutdown may spawn.
         drop_unrun(body, None);

@@ -73,7 +73,9 @@
 //! relaxed load per pick), drops the tasks that never started (their
 //! `JoinHandle`s get `Cancelled`), cancels its started tasks once and runs
 //! them until they have unwound, then exits. Its thread's stack pool unmaps
-//! the stacks.
+//! the stacks. In a forked child the flag means "this runtime is the
+//! parent's" (src/runtime/fork.rs): a worker copy that sees it runs nothing
+//! and ends the process.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -224,6 +226,15 @@ pub(crate) fn current_task() -> Option<&'static Task> {
     // SAFETY: as in `current_worker`; `current` is non-null only while the
     // task runs, and the worker holds a reference to it all that time.
     unsafe { worker.as_ref()?.current.get().as_ref() }
+}
+
+/// Makes the calling thread a plain thread again as far as the runtime can
+/// tell (`current_worker`, `current_task` give None). Called in a forked
+/// child (src/runtime/fork.rs), whose one thread may be a copy of a worker:
+/// the coroutine that forked goes on there as plain code and must never
+/// switch back into the copied worker's queues. One TLS store.
+pub(crate) fn forget_worker_thread() {
+    WORKER.with(|w| w.set(std::ptr::null()));
 }
 
 /// Puts a task that was just moved to RUNNING by a wake on a run queue of its
@@ -599,6 +610,9 @@ impl Worker {
     /// `Cancelled` and parks for good again, or never reaches a park point,
     /// keeps its worker (and so the runtime's drop) waiting.
     fn next_task_in_shutdown(&self) -> Option<Arc<Task>> {
+        // In a forked child the "shutdown" is fork.rs marking the parent's
+        // runtime dead: run nothing of it, not even its unwinding.
+        super::fork::end_if_forked_copy(&self.shared);
         if !self.cancelled_all.replace(true) {
             let live = self.me().live.lock().unwrap_or_else(|e| e.into_inner());
             for &task in &live.0 {
