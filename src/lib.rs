@@ -26,13 +26,30 @@
 //!   `UdpSocket` and the Unix sockets, whose calls park the coroutine on
 //!   `EAGAIN` until the socket is ready;
 //! - [`observe`] — [`metrics`] (`Runtime::metrics`), the coroutine
-//!   [`dump`] (`Runtime::dump`) and the stalled-worker watchdog.
+//!   [`dump`] (`Runtime::dump`) and the stalled-worker watchdog;
+//! - [`prefork`] — multi-process deployments: a master that binds the
+//!   listeners and supervises worker processes, each running its own
+//!   runtime.
 //!
 //! ```
 //! let handles: Vec<_> = (0..1000u64).map(|i| fibra::spawn(move || i * 2)).collect();
 //! let sum: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
 //! assert_eq!(sum, 999 * 1000);
 //! ```
+//!
+//! # Fork
+//!
+//! A runtime belongs to the process that built it. After `fork(2)` the
+//! child has only the forking thread, and its copies of the parent's
+//! runtimes are dead: their coroutines never run there, their epoll
+//! instances (shared with the parent) are neither polled nor changed, and
+//! using one (`Runtime::spawn`, `block_on`, joining one of its coroutines)
+//! fails with an error or panic that says so. Fork before building
+//! runtimes, or exec right after the fork (as `std::process::Command`
+//! does); in a forked child, build a new `Runtime` — `fibra::spawn`'s
+//! default runtime starts afresh there by itself. A coroutine that forks
+//! goes on in the child as plain code on a plain thread, and the child
+//! exits when it returns. For worker processes, use [`prefork`].
 //!
 //! # Watching a running program
 //!
