@@ -8,6 +8,9 @@
 //!   starts depends on how the workers share fresh coroutines, and a
 //!   started coroutine never moves (its stack may hold `!Send` values), so
 //!   an uneven start shows as elapsed time;
+//! - `fresh-from-coroutine`: the same, spawned by a coroutine of the
+//!   runtime, so that all 200 begin in that worker's own queue (Go's row
+//!   is its `fresh` again: goroutines start wherever they are stolen to);
 //! - `started-on-one`: all 200 start on one worker while the other is busy
 //!   (a blocker holds it), then all turn CPU-bound. They cannot move: one
 //!   worker's speed. Go moves goroutines and takes about half the time;
@@ -61,17 +64,50 @@ fn fresh() -> Duration {
     start.elapsed()
 }
 
-/// All started on one worker (each parks at once) while a blocker keeps
-/// the other busy; then released together.
-fn started_on_one() -> Duration {
+/// All spawned at once by a coroutine, into its worker's own queue.
+fn fresh_from_coroutine() -> Duration {
     let rt = runtime();
+    rt.block_on(|| {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..COROUTINES).map(|_| fibra::spawn(work)).collect();
+        for handle in handles {
+            handle.join().expect("join");
+        }
+        start.elapsed()
+    })
+}
+
+/// All started on one worker while a blocker keeps the other busy, then
+/// released together. The blocker starts first and holds its worker (it
+/// spins without yielding) until all 200 have started, so the spawner and
+/// everything it spawns can only run on the other worker.
+fn started_on_one() -> Duration {
+    let rt = fibra::Runtime::builder()
+        .workers(2)
+        // The blocker holds its worker on purpose: no stall reports.
+        .stall_threshold(None)
+        .build()
+        .expect("start the runtime");
     let go = Arc::new(AtomicBool::new(false));
     let started = Arc::new(AtomicUsize::new(0));
+    let blocking = Arc::new(AtomicBool::new(false));
+    let blocker = {
+        let (started, blocking) = (Arc::clone(&started), Arc::clone(&blocking));
+        rt.spawn(move || {
+            blocking.store(true, Ordering::SeqCst);
+            while started.load(Ordering::SeqCst) < COROUTINES {
+                std::hint::spin_loop();
+            }
+        })
+    };
+    while !blocking.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
     let spawner = {
         let go = Arc::clone(&go);
         let started = Arc::clone(&started);
         rt.spawn(move || {
-            let handles: Vec<_> = (0..COROUTINES)
+            (0..COROUTINES)
                 .map(|_| {
                     let go = Arc::clone(&go);
                     let started = Arc::clone(&started);
@@ -83,17 +119,7 @@ fn started_on_one() -> Duration {
                         work();
                     })
                 })
-                .collect();
-            handles
-        })
-    };
-    // Keep the other worker busy until all have started on the spawner's.
-    let blocker = {
-        let started = Arc::clone(&started);
-        rt.spawn(move || {
-            while started.load(Ordering::SeqCst) < COROUTINES {
-                std::hint::spin_loop();
-            }
+                .collect::<Vec<_>>()
         })
     };
     let handles = spawner.join().expect("spawner");
@@ -131,9 +157,10 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(5);
-    let (mut f, mut s, mut gf, mut gs) = (vec![], vec![], vec![], vec![]);
+    let (mut f, mut c, mut s, mut gf, mut gs) = (vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..rounds {
         f.push(fresh().as_secs_f64() * 1e3);
+        c.push(fresh_from_coroutine().as_secs_f64() * 1e3);
         s.push(started_on_one().as_secs_f64() * 1e3);
         if let Some((a, b)) = go_round() {
             gf.push(a);
@@ -145,13 +172,18 @@ fn main() {
         "{:<16} {:>10} {:>10} {:>8}",
         "case", "fibra ms", "Go ms", "fibra/Go"
     );
-    for (name, fibra, go) in [("fresh", f, gf), ("started-on-one", s, gs)] {
+    let cases = [
+        ("fresh", f, gf.clone()),
+        ("fresh-from-coroutine", c, gf),
+        ("started-on-one", s, gs),
+    ];
+    for (name, fibra, go) in cases {
         let fibra = median(fibra);
         if go.is_empty() {
-            println!("{name:<16} {fibra:>10.0} {:>10} {:>8}", "-", "-");
+            println!("{name:<22} {fibra:>10.0} {:>10} {:>8}", "-", "-");
         } else {
             let go = median(go);
-            println!("{name:<16} {fibra:>10.0} {go:>10.0} {:>7.2}x", fibra / go);
+            println!("{name:<22} {fibra:>10.0} {go:>10.0} {:>7.2}x", fibra / go);
         }
     }
 }
