@@ -47,6 +47,8 @@ pub mod io;
 pub mod net;
 mod runtime;
 pub mod stack;
+pub mod sync;
+pub mod thread;
 
 pub use runtime::{
     Builder, Cancelled, Coroutine, JoinHandle, Runtime, RuntimeBuilder, current, park,

@@ -717,3 +717,31 @@ fn install_panic_hook() {
         }));
     });
 }
+
+// ---------------------------------------------------------------------------
+// Non-owning task handles, for fibra::sync's waiter records (src/sync/waiter.rs)
+
+/// The running task as a raw, non-owning pointer; None on a plain thread.
+/// It stays valid until the task finishes, which it cannot do while parked.
+pub(crate) fn current_task_raw() -> Option<*const ()> {
+    current_task().map(|task| task as *const Task as *const ())
+}
+
+/// Unparks the task behind a `current_task_raw` pointer.
+///
+/// # Safety
+/// The task has not finished (e.g. it is parked, or queued, waiting for
+/// what the caller is handing it).
+pub(crate) unsafe fn unpark_raw(task: *const ()) {
+    // SAFETY: the caller vouches that the task is alive.
+    unsafe { (*(task as *const Task)).unpark() }
+}
+
+/// An owning handle to the task behind a `current_task_raw` pointer.
+///
+/// # Safety
+/// As `unpark_raw`.
+pub(crate) unsafe fn coroutine_from_raw(task: *const ()) -> Coroutine {
+    // SAFETY: the caller vouches that the task is alive.
+    Coroutine::from_task(unsafe { (*(task as *const Task)).arc() })
+}
