@@ -221,7 +221,10 @@ impl<T> Channel<T> {
             || self.state.lock().send_waiters.remove(&node),
             |_| (),
         );
-        let value = || slot.into_inner().expect("a sender's value stays until taken");
+        let value = || {
+            slot.into_inner()
+                .expect("a sender's value stays until taken")
+        };
         match token {
             Some(DELIVERED) => Ok(()),
             Some(_) => Err(SendFailure::Disconnected(value())),

@@ -89,10 +89,7 @@ impl Condvar {
 
     /// Releases the guard's mutex, parks until notified, re-takes the mutex.
     /// May wake spuriously (as std's): wait in a loop, or use `wait_while`.
-    pub fn wait<'a, T: ?Sized>(
-        &self,
-        guard: MutexGuard<'a, T>,
-    ) -> LockResult<MutexGuard<'a, T>> {
+    pub fn wait<'a, T: ?Sized>(&self, guard: MutexGuard<'a, T>) -> LockResult<MutexGuard<'a, T>> {
         let guard = self.wait_until(guard, None).0;
         poison::map_result(MutexGuard::mutex(&guard).poison(), guard)
     }

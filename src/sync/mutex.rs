@@ -136,7 +136,12 @@ impl RawMutex {
                     && state & (WOKEN | QUEUED) == QUEUED
                     && self
                         .state
-                        .compare_exchange(state, state | WOKEN, Ordering::Relaxed, Ordering::Relaxed)
+                        .compare_exchange(
+                            state,
+                            state | WOKEN,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        )
                         .is_ok()
                 {
                     awoke = true;

@@ -242,11 +242,7 @@ impl Once {
         // and `wait` unlinks it unless a claim did.
         unsafe { waiting.list.push_back(node) };
         drop(waiting);
-        waiter.wait(
-            None,
-            || self.waiting.lock().list.remove(node),
-            |_| (),
-        );
+        waiter.wait(None, || self.waiting.lock().list.remove(node), |_| ());
     }
 }
 

@@ -218,16 +218,20 @@ impl RawRwLock {
         while let Some(&want) = queue.front() {
             let state = self.state.load(Ordering::Relaxed);
             let wakeup = match want {
-                Want::Read if state & WRITER == 0 => {
-                    queue.wake_front_if(|w| *w == Want::Read, GRANTED, |_, _| {
+                Want::Read if state & WRITER == 0 => queue.wake_front_if(
+                    |w| *w == Want::Read,
+                    GRANTED,
+                    |_, _| {
                         self.state.fetch_add(READER, Ordering::Relaxed);
-                    })
-                }
-                Want::Write if state & !QUEUED == 0 => {
-                    queue.wake_front_if(|w| *w == Want::Write, GRANTED, |_, _| {
+                    },
+                ),
+                Want::Write if state & !QUEUED == 0 => queue.wake_front_if(
+                    |w| *w == Want::Write,
+                    GRANTED,
+                    |_, _| {
                         self.state.fetch_or(WRITER, Ordering::Relaxed);
-                    })
-                }
+                    },
+                ),
                 _ => break,
             };
             if let Some(wakeup) = wakeup {

@@ -328,7 +328,9 @@ impl Waiter {
             Parker::Task { task, thread } if *thread == thread_mark() => WakeTarget::Local(*task),
             // SAFETY: the waiter cannot leave before the store below, so
             // its task is alive.
-            Parker::Task { task, .. } => WakeTarget::Owned(unsafe { runtime::coroutine_from_raw(*task) }),
+            Parker::Task { task, .. } => {
+                WakeTarget::Owned(unsafe { runtime::coroutine_from_raw(*task) })
+            }
             Parker::Thread(handle) => WakeTarget::Owned(handle.clone()),
         };
         self.state.store(token, Ordering::Release);
@@ -360,8 +362,12 @@ impl<U: FnOnce() -> bool, R: FnOnce(usize)> LeaveOnUnwind<'_, U, R> {
 impl<U: FnOnce() -> bool, R: FnOnce(usize)> Drop for LeaveOnUnwind<'_, U, R> {
     fn drop(&mut self) {
         // SAFETY: dropped once (disarm forgets the guard instead).
-        let (unlink, undo) =
-            unsafe { (ManuallyDrop::take(&mut self.unlink), ManuallyDrop::take(&mut self.undo)) };
+        let (unlink, undo) = unsafe {
+            (
+                ManuallyDrop::take(&mut self.unlink),
+                ManuallyDrop::take(&mut self.undo),
+            )
+        };
         if !unlink() {
             undo(self.waiter.state.load(Ordering::Acquire));
         }

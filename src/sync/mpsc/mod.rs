@@ -64,11 +64,13 @@ pub struct Sender<T> {
 impl<T> Sender<T> {
     /// Sends `t`; never waits. `Err` (with `t`) if the receiver is gone.
     pub fn send(&self, t: T) -> Result<(), SendError<T>> {
-        self.chan.send(t, Wait::Never).map_err(|failure| match failure {
-            SendFailure::Disconnected(t) | SendFailure::Full(t) | SendFailure::Timeout(t) => {
-                SendError(t)
-            }
-        })
+        self.chan
+            .send(t, Wait::Never)
+            .map_err(|failure| match failure {
+                SendFailure::Disconnected(t) | SendFailure::Full(t) | SendFailure::Timeout(t) => {
+                    SendError(t)
+                }
+            })
     }
 }
 
@@ -113,10 +115,12 @@ impl<T> SyncSender<T> {
 
     /// Sends `t` if that needs no waiting.
     pub fn try_send(&self, t: T) -> Result<(), TrySendError<T>> {
-        self.chan.send(t, Wait::Never).map_err(|failure| match failure {
-            SendFailure::Full(t) | SendFailure::Timeout(t) => TrySendError::Full(t),
-            SendFailure::Disconnected(t) => TrySendError::Disconnected(t),
-        })
+        self.chan
+            .send(t, Wait::Never)
+            .map_err(|failure| match failure {
+                SendFailure::Full(t) | SendFailure::Timeout(t) => TrySendError::Full(t),
+                SendFailure::Disconnected(t) => TrySendError::Disconnected(t),
+            })
     }
 }
 
@@ -161,10 +165,12 @@ impl<T> Receiver<T> {
 
     /// A value if one is ready now.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        self.chan.recv(Wait::Never).map_err(|failure| match failure {
-            RecvFailure::Disconnected => TryRecvError::Disconnected,
-            RecvFailure::Empty | RecvFailure::Timeout => TryRecvError::Empty,
-        })
+        self.chan
+            .recv(Wait::Never)
+            .map_err(|failure| match failure {
+                RecvFailure::Disconnected => TryRecvError::Disconnected,
+                RecvFailure::Empty | RecvFailure::Timeout => TryRecvError::Empty,
+            })
     }
 
     /// The next value, parking until one arrives. `Err` once the channel is
