@@ -130,6 +130,12 @@ impl<Input, Yield> Yielder<Input, Yield> {
     }
 }
 
+/// How many copies of a coroutine's closure its stack must have room for.
+/// An optimised build keeps the closure where it was written and moves it
+/// once to call it (two copies); an unoptimised build moves it through
+/// several frames on the way (measured: four to five).
+pub(crate) const STACK_COPIES: usize = if cfg!(debug_assertions) { 6 } else { 2 };
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A fresh coroutine id, unique in the process (ids start at 1).
@@ -213,12 +219,19 @@ impl<Input, Yield, Return> Coroutine<Input, Yield, Return> {
         stack::ensure_signal_stack();
         let top = stack.usable_top() as usize;
         let align = align_of::<F>().max(arch::STACK_ALIGN);
-        // Keep at least 4 KiB below the closure for the coroutine's frames.
+        // The closure sits at the top of the stack and `entry` moves it
+        // into its own frame to call it (STACK_COPIES), with at least 4 KiB
+        // below for the coroutine's frames.
         let room = stack.size().saturating_sub(4096 + arch::INIT_FRAME_BYTES);
-        if size_of::<F>() + align > room {
+        let need = size_of::<F>()
+            .saturating_mul(STACK_COPIES)
+            .saturating_add(align);
+        if need > room {
             let message = format!(
-                "the coroutine's closure takes {} bytes, too many for a {}-byte stack",
+                "the coroutine's closure takes {} bytes and is moved through its stack, which \
+                 needs about {} bytes: too many for a {}-byte stack",
                 size_of::<F>(),
+                need.saturating_add(4096 + arch::INIT_FRAME_BYTES),
                 stack.size()
             );
             return Err((stack, io::Error::new(io::ErrorKind::InvalidInput, message)));
@@ -432,18 +445,21 @@ where
     F: FnOnce(&Yielder<Input, Yield>, Input) -> Return,
 {
     // SAFETY: the first resume passes a pointer to its initialised Input,
-    // and the closure was written by `with_stack`; each is read once, here.
-    let (f, input) = unsafe {
-        (
-            ptr::read(closure.cast::<F>()),
-            ptr::read(message as *const Input),
-        )
-    };
+    // read once, here.
+    let input = unsafe { ptr::read(message as *const Input) };
     let yielder = Yielder {
         parent_slot,
         _marker: PhantomData,
     };
-    let finish = match catch_unwind(AssertUnwindSafe(|| f(&yielder, input))) {
+    let call = || {
+        // SAFETY: the closure was written by `with_stack` and is read once,
+        // here. Read inside the catch_unwind closure, which captures only
+        // pointers, so it is copied once (into this frame), not once more
+        // per wrapper.
+        let f = unsafe { ptr::read(closure.cast::<F>()) };
+        f(&yielder, input)
+    };
+    let finish = match catch_unwind(AssertUnwindSafe(call)) {
         Ok(value) => Finish::Return(value),
         Err(payload) if payload.is::<ForcedUnwind>() => Finish::Unwound,
         Err(payload) => Finish::Panic(payload),

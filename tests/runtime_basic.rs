@@ -349,7 +349,7 @@ fn builder_name_visible_inside_and_through_handle() {
         || {
             let rt = runtime(1, "names");
             let handle = Builder::new()
-                .name("alpha-coroutine")
+                .name("alpha-coroutine".into())
                 .spawn_on(&rt, || fibra::current().name().map(str::to_string))
                 .expect("spawn");
             assert_eq!(handle.coroutine().name(), Some("alpha-coroutine"));

@@ -1,10 +1,13 @@
-//! Stack memory after a runtime is dropped: finished coroutines' stacks stay
-//! pooled in their worker while it runs and are unmapped when the worker exits.
-//! Alone in its own test binary because it checks the process-wide counters of
-//! `fibra::stack::stats()` exactly, which any other test could move.
+//! Stack memory of a runtime's coroutines: a stack is mapped when a
+//! coroutine first runs, pooled when it finishes, and every pooled stack is
+//! unmapped once the (last) runtime is dropped. Alone in its own test binary
+//! because it checks the process-wide counters of `fibra::stack::stats()`
+//! exactly, which any other test could move.
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::watchdog;
@@ -13,7 +16,7 @@ use fibra::stack::stats;
 
 #[test]
 fn dropping_runtime_unmaps_pooled_stacks_of_finished_coroutines() {
-    // Fewer than a worker's pool keeps (1,024), so none is unmapped early.
+    // Fewer than the pools' budget keeps, so none is unmapped early.
     const COROUTINES: usize = 100;
     watchdog(
         "dropping_runtime_unmaps_pooled_stacks_of_finished_coroutines",
@@ -24,9 +27,26 @@ fn dropping_runtime_unmaps_pooled_stacks_of_finished_coroutines() {
                 .workers(1)
                 .build()
                 .expect("start the runtime");
-            // Spawned from this plain thread, whose own pool is empty: each
-            // spawn maps a stack; each finish returns it to the worker's pool.
-            let handles: Vec<_> = (0..COROUTINES).map(|i| rt.spawn(move || i + 1)).collect();
+            // All alive at once: each waits until every one has started, so
+            // each needs a stack of its own.
+            let started = Arc::new(AtomicUsize::new(0));
+            let handles: Vec<_> = (0..COROUTINES)
+                .map(|i| {
+                    let started = Arc::clone(&started);
+                    rt.spawn(move || {
+                        started.fetch_add(1, Ordering::SeqCst);
+                        while started.load(Ordering::SeqCst) < COROUTINES {
+                            fibra::yield_now();
+                        }
+                        i + 1
+                    })
+                })
+                .collect();
+            let spawned = stats();
+            assert_eq!(
+                spawned.mappings_created, before.mappings_created,
+                "spawning maps no stack: a coroutine gets one when it first runs"
+            );
             for (i, handle) in handles.into_iter().enumerate() {
                 assert_eq!(handle.join().unwrap(), i + 1);
             }
@@ -34,19 +54,21 @@ fn dropping_runtime_unmaps_pooled_stacks_of_finished_coroutines() {
             assert_eq!(
                 finished.mappings_created - before.mappings_created,
                 COROUTINES,
-                "one stack mapped per spawn"
+                "one stack mapped per coroutine alive at once"
             );
             assert_eq!(
                 finished.mappings_released, before.mappings_released,
                 "finished coroutines' stacks are pooled, not unmapped, while the worker runs"
             );
+            assert_eq!(finished.pooled, before.pooled + COROUTINES);
             drop(rt);
             let after = stats();
             assert_eq!(
                 after.mappings_released - before.mappings_released,
                 COROUTINES,
-                "the worker's pool is unmapped when it exits"
+                "the worker's cache and the shared pool are unmapped when the runtime goes"
             );
+            assert_eq!(after.pooled, before.pooled);
             assert_eq!(after.mappings_created, finished.mappings_created);
         },
     );

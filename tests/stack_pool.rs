@@ -6,7 +6,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use fibra::coroutine::{Builder, Coroutine, CoroutineResult, Yielder};
-use fibra::stack::{self, DEFAULT_STACK_SIZE, Stack, StackPool, StackStats};
+use fibra::stack::{self, DEFAULT_STACK_SIZE, Stack, StackPool};
 
 /// Creates a coroutine on a default stack, runs it to completion through one
 /// suspend, checks its values and drops it.
@@ -19,28 +19,31 @@ fn run_to_completion(i: u64) {
     assert_eq!(co.resume(5), CoroutineResult::Return(10 + i));
 }
 
+/// The process-wide (mapped, unmapped) stack counters.
+fn counters() -> (usize, usize) {
+    let stats = stack::stats();
+    (stats.mappings_created, stats.mappings_released)
+}
+
 /// Counter changes between two readings.
-fn delta(before: StackStats, after: StackStats) -> (usize, usize) {
-    (
-        after.mappings_created - before.mappings_created,
-        after.mappings_released - before.mappings_released,
-    )
+fn delta(before: (usize, usize), after: (usize, usize)) -> (usize, usize) {
+    (after.0 - before.0, after.1 - before.1)
 }
 
 #[test]
 fn released_stacks_are_reused_without_new_mappings() {
     // The first coroutine on this thread maps a stack; finishing returns it
     // to the thread's pool.
-    let start = stack::stats();
+    let start = counters();
     run_to_completion(0);
-    let warm = stack::stats();
+    let warm = counters();
     assert_eq!(delta(start, warm), (1, 0));
 
     for i in 1..=100 {
         run_to_completion(i);
     }
     assert_eq!(
-        stack::stats(),
+        counters(),
         warm,
         "100 coroutines run one after another reuse the pooled stack"
     );
@@ -48,14 +51,14 @@ fn released_stacks_are_reused_without_new_mappings() {
     // Coroutine::new gives the usable size of a default stack, and at least
     // DEFAULT_STACK_SIZE bytes.
     let co: Coroutine<(), (), ()> = Coroutine::new(|_, ()| ());
-    assert_eq!(stack::stats(), warm, "taken from the pool");
+    assert_eq!(counters(), warm, "taken from the pool");
     let reference = Stack::new(DEFAULT_STACK_SIZE).expect("stack can be mapped");
     assert_eq!(co.stack_size(), reference.size());
     assert!(co.stack_size() >= DEFAULT_STACK_SIZE);
     assert!(co.stack_size() < DEFAULT_STACK_SIZE + 4096);
     drop(reference);
     drop(co); // never started: its stack goes back to the pool
-    let warm = stack::stats();
+    let warm = counters();
 
     // A coroutine that panicked, one dropped while suspended and one never
     // started all give their stacks back.
@@ -73,7 +76,7 @@ fn released_stacks_are_reused_without_new_mappings() {
         run_to_completion(i);
     }
     assert_eq!(
-        stack::stats(),
+        counters(),
         warm,
         "panicked and dropped coroutines' stacks are reused"
     );
@@ -91,29 +94,25 @@ fn released_stacks_are_reused_without_new_mappings() {
     };
     let small_size = run_small(30_000);
     assert!((30_000..DEFAULT_STACK_SIZE).contains(&small_size));
-    assert_eq!(delta(warm, stack::stats()), (1, 0));
+    assert_eq!(delta(warm, counters()), (1, 0));
     for _ in 0..10 {
         assert_eq!(run_small(30_000), small_size);
     }
     assert_eq!(run_small(small_size), small_size);
-    assert_eq!(
-        delta(warm, stack::stats()),
-        (1, 0),
-        "the small stack is reused"
-    );
+    assert_eq!(delta(warm, counters()), (1, 0), "the small stack is reused");
     run_to_completion(1);
     assert_eq!(
-        delta(warm, stack::stats()),
+        delta(warm, counters()),
         (1, 0),
         "the default pool is unaffected"
     );
-    let warm = stack::stats();
+    let warm = counters();
 
     // The thread's pool keeps at most THREAD_POOL_CAPACITY stacks; a full
     // pool hands half to the process-wide shared pool instead of unmapping.
     let count = stack::THREAD_POOL_CAPACITY + 6;
     let many: Vec<Coroutine<(), (), ()>> = (0..count).map(|_| Coroutine::new(|_, ()| ())).collect();
-    let (created, released) = delta(warm, stack::stats());
+    let (created, released) = delta(warm, counters());
     assert!(
         (count - 20..=count).contains(&created),
         "{created} new mappings"
@@ -121,27 +120,27 @@ fn released_stacks_are_reused_without_new_mappings() {
     assert_eq!(released, 0);
     drop(many);
     assert_eq!(
-        delta(warm, stack::stats()),
+        delta(warm, counters()),
         (created, 0),
         "the surplus of a full pool goes to the shared pool, not back to the kernel"
     );
-    let warm = stack::stats();
+    let warm = counters();
     let again: Vec<Coroutine<(), (), ()>> =
         (0..count).map(|_| Coroutine::new(|_, ()| ())).collect();
     assert_eq!(
-        stack::stats(),
+        counters(),
         warm,
         "the thread's pool and the shared pool serve all of them again"
     );
     drop(again);
-    assert_eq!(stack::stats(), warm);
+    assert_eq!(counters(), warm);
 
     // Another thread, whose own pool is empty, is served by the shared pool.
     let shared_served = std::thread::spawn(|| {
-        let before = stack::stats();
+        let before = counters();
         let mut co: Coroutine<(), (), u8> = Coroutine::new(|_, ()| 7);
         assert_eq!(co.resume(()), CoroutineResult::Return(7));
-        stack::stats().mappings_created - before.mappings_created
+        counters().0 - before.0
     })
     .join()
     .expect("the other thread");
@@ -149,35 +148,35 @@ fn released_stacks_are_reused_without_new_mappings() {
         shared_served, 0,
         "no new mapping on a thread with an empty pool"
     );
-    let warm = stack::stats();
+    let warm = counters();
 
     // A StackPool of its own: same rules.
     let mut pool = StackPool::new(DEFAULT_STACK_SIZE, 2);
     assert!(pool.is_empty());
     let first = pool.get(DEFAULT_STACK_SIZE).expect("stack can be mapped");
     let first_bottom = first.bottom();
-    assert_eq!(delta(warm, stack::stats()), (1, 0));
+    assert_eq!(delta(warm, counters()), (1, 0));
     pool.put(first);
     assert_eq!(pool.len(), 1);
     let reused = pool.get(DEFAULT_STACK_SIZE).expect("stack from the pool");
     assert_eq!(reused.bottom(), first_bottom, "the pooled stack comes back");
-    assert_eq!(delta(warm, stack::stats()), (1, 0));
+    assert_eq!(delta(warm, counters()), (1, 0));
     assert!(pool.is_empty());
 
     let other = pool.get(64 * 1024).expect("stack can be mapped");
-    assert_eq!(delta(warm, stack::stats()), (2, 0));
+    assert_eq!(delta(warm, counters()), (2, 0));
     pool.put(other);
     assert!(pool.is_empty(), "a stack of another size is not kept");
-    assert_eq!(delta(warm, stack::stats()), (2, 1));
+    assert_eq!(delta(warm, counters()), (2, 1));
 
     let second = pool.get(DEFAULT_STACK_SIZE).expect("stack can be mapped");
     let third = pool.get(DEFAULT_STACK_SIZE).expect("stack can be mapped");
-    assert_eq!(delta(warm, stack::stats()), (4, 1));
+    assert_eq!(delta(warm, counters()), (4, 1));
     pool.put(reused);
     pool.put(second);
     pool.put(third);
     assert_eq!(pool.len(), 2, "capacity 2");
-    assert_eq!(delta(warm, stack::stats()), (4, 2));
+    assert_eq!(delta(warm, counters()), (4, 2));
     drop(pool);
-    assert_eq!(delta(warm, stack::stats()), (4, 4));
+    assert_eq!(delta(warm, counters()), (4, 4));
 }

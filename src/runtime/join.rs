@@ -145,6 +145,13 @@ impl<T> JoinHandle<T> {
         self.cell.wait(false)
     }
 
+    /// As `join`, but without a cancellation point: a cancelled caller
+    /// waits for the coroutine to finish before it unwinds. For callers of
+    /// `spawn_unchecked`, whose closure may borrow from their frame.
+    pub(crate) fn join_uncancelled(self) -> thread::Result<T> {
+        self.cell.wait(true)
+    }
+
     /// Asks the coroutine to stop: if parked it is woken, and it unwinds from
     /// its current or next park point (running destructors); `join` then
     /// returns `Err` with a `Cancelled` payload. A coroutine that has not

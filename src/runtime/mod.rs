@@ -4,6 +4,8 @@
 //! `Builder`, `JoinHandle`, `yield_now`, `sleep`, `park`, `current`, and
 //! `Runtime` to configure one explicitly. The machinery lives in:
 //!
+//! - `spawn.rs` — `Builder`, `spawn`, and the body each task runs on its
+//!   stack (closure, then the epilogue that delivers its result);
 //! - `task.rs` — a scheduled coroutine and the park/unpark state word (the
 //!   one waiting primitive every other wait is built on);
 //! - `worker.rs` — worker threads, their run queues, stealing, idling,
@@ -26,12 +28,13 @@
 //! the same worker runs.
 
 mod join;
+mod spawn;
 mod task;
 mod timer;
 mod worker;
 
 use std::io;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::panic::resume_unwind;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
@@ -39,14 +42,17 @@ use std::time::{Duration, Instant};
 
 use crossbeam_deque::{Injector, Worker as Deque};
 
-use crate::coroutine::{Coroutine as RawCoroutine, next_id};
-use crate::stack::{self, DEFAULT_STACK_SIZE};
+use crate::coroutine::next_id;
+use crate::stack::DEFAULT_STACK_SIZE;
 
 pub use join::JoinHandle;
+pub use spawn::{Builder, spawn};
 pub use task::Cancelled;
 
+pub(crate) use spawn::spawn_unchecked;
+
 pub(crate) use join::{JoinCell, ResultSender};
-use task::{NOTIFIED, PARKED, RUNNING, Suspend, Task, TaskYielder};
+use task::{NOTIFIED, PARKED, RUNNING, Suspend, Task};
 use worker::{WorkerShared, current_task, current_worker};
 
 /// What all workers of one runtime share.
@@ -65,6 +71,9 @@ pub(crate) struct Shared {
 
 // ---------------------------------------------------------------------------
 // Runtime
+
+/// Runtimes built and not yet dropped.
+static LIVE_RUNTIMES: AtomicUsize = AtomicUsize::new(0);
 
 /// A set of worker threads running coroutines. Dropping it cancels every
 /// coroutine still alive, waits for them to unwind, and joins the workers.
@@ -139,6 +148,7 @@ impl RuntimeBuilder {
                 format!("{}-blocking", self.thread_name),
             )),
         });
+        LIVE_RUNTIMES.fetch_add(1, Ordering::AcqRel);
         let mut runtime = Runtime {
             shared: Arc::clone(&shared),
             threads: Vec::with_capacity(n),
@@ -187,8 +197,8 @@ impl Runtime {
     /// Spawns a coroutine on this runtime.
     ///
     /// # Panics
-    /// If no stack can be mapped (as `std::thread::spawn` panics when the OS
-    /// refuses a thread); `Builder::spawn_on` returns that error instead.
+    /// If the closure cannot fit on a default-sized stack;
+    /// `Builder::spawn_on` returns that error instead.
     pub fn spawn<F, T>(&self, f: F) -> JoinHandle<T>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -202,14 +212,39 @@ impl Runtime {
     /// Runs `f` as a coroutine of this runtime and waits for its value,
     /// blocking the calling thread (or parking the calling coroutine). A
     /// panic in `f` continues in the caller.
-    pub fn block_on<F, T>(&self, f: F) -> T
+    ///
+    /// `f` may borrow the caller's locals, as with `std::thread::scope`:
+    /// this call returns (or unwinds) only once `f` has finished or been
+    /// dropped — it waits without a cancellation point even when the
+    /// calling coroutine is cancelled, and a runtime that shuts down drops
+    /// `f` before it reports.
+    ///
+    /// ```
+    /// let rt = fibra::Runtime::builder().workers(1).build().unwrap();
+    /// let words = vec!["a", "bc", "def"];
+    /// let total = rt.block_on(|| words.iter().map(|w| w.len()).sum::<usize>());
+    /// assert_eq!(total, 6);
+    /// ```
+    ///
+    /// # Panics
+    /// If `f` panics (with its payload), is cancelled (a `Cancelled`
+    /// payload), or cannot start (its stack cannot be mapped).
+    pub fn block_on<'a, F, T>(&self, f: F) -> T
     where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'a,
+        T: Send + 'a,
     {
-        match self.spawn(f).join() {
+        // SAFETY: we wait below with `wait(true)`, which returns only once
+        // the cell is DONE, i.e. once `f` has been run or dropped, and has
+        // no cancellation point; nothing before it can unwind after the spawn.
+        let handle = unsafe { spawn_unchecked(Arc::clone(&self.shared), Builder::new(), f) }
+            .unwrap_or_else(|e| panic!("fibra: cannot spawn a coroutine: {e}"));
+        match handle.join_uncancelled() {
             Ok(value) => value,
-            Err(payload) => resume_unwind(payload),
+            Err(payload) => match payload.downcast::<io::Error>() {
+                Ok(error) => panic!("fibra: the coroutine could not start: {error}"),
+                Err(payload) => resume_unwind(payload),
+            },
         }
     }
 }
@@ -228,6 +263,11 @@ impl Drop for Runtime {
         }
         worker::drain_unstarted(&self.shared.injector);
         self.shared.blocking.shut_down();
+        if LIVE_RUNTIMES.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last runtime: give back the stacks its workers handed to
+            // the shared pool (their own caches went with their threads).
+            crate::stack::trim_shared();
+        }
     }
 }
 
@@ -260,122 +300,6 @@ fn current_shared() -> Arc<Shared> {
         Some(worker) => Arc::clone(&worker.shared),
         None => Arc::clone(&default_runtime().shared),
     }
-}
-
-// ---------------------------------------------------------------------------
-// Spawning
-
-/// Configures a coroutine before spawning it (mirrors `std::thread::Builder`).
-#[derive(Debug, Default, Clone)]
-pub struct Builder {
-    options: crate::coroutine::Builder,
-}
-
-impl Builder {
-    /// A builder with the defaults: no name, the runtime's stack size.
-    pub fn new() -> Builder {
-        Builder::default()
-    }
-
-    /// Names the coroutine (shown by `Coroutine::name`, panic messages and
-    /// stack-overflow reports).
-    pub fn name(self, name: impl Into<String>) -> Builder {
-        Builder {
-            options: self.options.name(name),
-        }
-    }
-
-    /// Usable stack bytes (rounded up to whole pages). Only touched pages
-    /// cost memory.
-    pub fn stack_size(self, bytes: usize) -> Builder {
-        Builder {
-            options: self.options.stack_size(bytes),
-        }
-    }
-
-    /// Spawns on the calling coroutine's runtime, or the default runtime.
-    /// Fails with the stack mapping's error (naming the limit hit).
-    pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        spawn_in(current_shared(), self, f)
-    }
-
-    /// Spawns on `runtime`.
-    pub fn spawn_on<F, T>(self, runtime: &Runtime, f: F) -> io::Result<JoinHandle<T>>
-    where
-        F: FnOnce() -> T + Send + 'static,
-        T: Send + 'static,
-    {
-        spawn_in(Arc::clone(&runtime.shared), self, f)
-    }
-}
-
-/// Spawns a coroutine on the calling coroutine's runtime, or on the default
-/// runtime (started on first use with one worker per CPU).
-///
-/// # Panics
-/// If no stack can be mapped; `Builder::spawn` returns that error instead.
-pub fn spawn<F, T>(f: F) -> JoinHandle<T>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    Builder::new()
-        .spawn(f)
-        .unwrap_or_else(|e| panic!("fibra: cannot spawn a coroutine: {e}"))
-}
-
-/// A pointer to the task, moved into its own coroutine's closure.
-struct TaskPtr(*const Task);
-// SAFETY: the task outlives its coroutine (it owns it), and the pointer is
-// dereferenced only on the thread running that coroutine.
-unsafe impl Send for TaskPtr {}
-
-fn spawn_in<F, T>(shared: Arc<Shared>, builder: Builder, f: F) -> io::Result<JoinHandle<T>>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    let id = next_id();
-    let name: Option<Arc<str>> = builder.options.name.map(Arc::from);
-    let cell = Arc::new(JoinCell::new());
-    let sender = ResultSender::new(Arc::clone(&cell));
-    if shared.shutdown.load(Ordering::Acquire) {
-        // Never runs: dropping the sender unsent delivers `Cancelled`. Not an
-        // error, so that a destructor unwinding during shutdown may spawn.
-        drop((sender, f));
-        let task = Arc::new(Task::new(id, name, shared));
-        return Ok(JoinHandle { task, cell });
-    }
-    let size = builder.options.stack_size.unwrap_or(shared.stack_size);
-    let stack = stack::acquire(size)?;
-    let task = Arc::new(Task::new(id, name.clone(), shared));
-    let task_ptr = TaskPtr(Arc::as_ptr(&task));
-    let body = move |yielder: &TaskYielder, ()| {
-        let task_ptr = task_ptr;
-        // SAFETY: see TaskPtr; the yielder lives on this stack until the
-        // closure returns, and is only used while the task runs.
-        let task = unsafe { &*task_ptr.0 };
-        task.yielder.set(yielder as *const TaskYielder);
-        let outcome = if task.cancelled.load(Ordering::Acquire) {
-            Err(Box::new(Cancelled) as Box<dyn std::any::Any + Send>)
-        } else {
-            catch_unwind(AssertUnwindSafe(f))
-        };
-        task.yielder.set(std::ptr::null());
-        sender.send(outcome);
-    };
-    let coroutine = RawCoroutine::with_stack(stack, id, name, body).map_err(|(stack, e)| {
-        stack::release(stack);
-        e
-    })?;
-    // SAFETY: the task is not shared with any worker yet.
-    unsafe { *task.coroutine.get() = Some(coroutine) };
-    worker::submit_fresh(&task.shared, Arc::clone(&task));
-    Ok(JoinHandle { task, cell })
 }
 
 // ---------------------------------------------------------------------------
@@ -460,6 +384,7 @@ fn park_task(task: &Task, deadline: Option<Instant>) -> bool {
             return true;
         }
         worker.timers.borrow_mut().insert(deadline, &task.arc());
+        worker.watch_clock_soon();
     }
     // Set by the worker if the timer, not an unpark, ends the park.
     task.timed_out.set(false);

@@ -40,10 +40,19 @@
 //!
 //! # Home-worker-only fields
 //!
-//! `coroutine`, `yielder`, `timer_seq`, `timer_armed`, `timed_out`, `cancel_raised` and `live_slot` are
-//! touched only by the task's home worker thread (or, before the task has
-//! started, by whoever owns its queue entry exclusively). That is why `Task`
-//! may be `Sync` though these are `Cell`s.
+//! `body`, `coroutine`, `yielder`, `timer_seq`, `timer_armed`, `timed_out`,
+//! `cancel_raised` and `live_slot` are touched only by the task's home
+//! worker thread (or, before the task has started, by whoever owns its
+//! queue entry exclusively). That is why `Task` may be `Sync` though these
+//! are `Cell`s.
+//!
+//! # Unstarted and started
+//!
+//! A task is spawned with its `body` (the user's closure and result sender)
+//! and no stack. The worker that first runs it becomes its home, takes the
+//! body, binds a stack from its pool and builds the `coroutine` around it
+//! (`Worker::start_task`); from then on `body` is empty. An unstarted task
+//! is thus only a record and a boxed closure: stealing it moves no stack.
 
 use std::cell::{Cell, UnsafeCell};
 use std::fmt;
@@ -53,6 +62,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use crate::coroutine::{Coroutine as RawCoroutine, Yielder};
 
 use super::Shared;
+use super::spawn::TaskBody;
 
 pub(crate) const RUNNING: u8 = 0;
 pub(crate) const NOTIFIED: u8 = 1;
@@ -82,7 +92,10 @@ pub(crate) struct Task {
     /// Index of the worker that first ran the task (NO_HOME before).
     pub home: AtomicUsize,
     pub shared: Arc<Shared>,
+    /// Usable bytes of the stack the task gets when it starts.
+    pub stack_size: usize,
     // Home-worker-only fields (see the module docs).
+    pub body: UnsafeCell<Option<Box<dyn TaskBody>>>,
     pub coroutine: UnsafeCell<Option<TaskCoroutine>>,
     pub yielder: Cell<*const TaskYielder>,
     pub timer_seq: Cell<u64>,
@@ -101,7 +114,13 @@ unsafe impl Send for Task {}
 unsafe impl Sync for Task {}
 
 impl Task {
-    pub fn new(id: u64, name: Option<Arc<str>>, shared: Arc<Shared>) -> Task {
+    pub fn new(
+        id: u64,
+        name: Option<Arc<str>>,
+        shared: Arc<Shared>,
+        stack_size: usize,
+        body: Option<Box<dyn TaskBody>>,
+    ) -> Task {
         Task {
             id,
             name,
@@ -109,6 +128,8 @@ impl Task {
             cancelled: AtomicBool::new(false),
             home: AtomicUsize::new(NO_HOME),
             shared,
+            stack_size,
+            body: UnsafeCell::new(body),
             coroutine: UnsafeCell::new(None),
             yielder: Cell::new(std::ptr::null()),
             timer_seq: Cell::new(0),

@@ -31,6 +31,23 @@
 //! the TLB), then the inbox, timers, the injector, and stealing from the
 //! other workers.
 //!
+//! # Timers and I/O beside busy coroutines
+//!
+//! Picks are not equal in length: a coroutine may compute for milliseconds
+//! between two `yield_now` calls, and 61 such picks kept a due timer (or a
+//! ready socket) waiting 55–69 ms. So besides the fairness check, a worker
+//! looks at the clock about every `CLOCK_PERIOD` (250 µs): it counts picks
+//! down, and at each look it measures how long the last picks took and
+//! sets the countdown so that the next look comes after about that much
+//! time — every pick when picks take a millisecond, every 61st when they
+//! take nanoseconds. A look fires due timers and, if the poller has fds
+//! and was not polled for `IO_POLL_PERIOD` (500 µs), polls it without
+//! blocking. With no timer armed and no fd registered a look reads no
+//! clock (the yield of two coroutines pays one counter decrement per
+//! pick); arming a timer makes the next pick look. Go checks timers on
+//! every schedule and leaves sockets to sysmon's 10 ms netpoll; reading
+//! the clock on every pick here would cost more than the yield itself.
+//!
 //! # Idling without lost wakeups or busy waiting
 //!
 //! A worker with nothing to do polls the shared sources for up to 50 µs if
@@ -74,11 +91,18 @@ use crate::coroutine::CoroutineResult;
 use crate::io::Poller;
 
 use super::Shared;
-use super::task::{NO_HOME, Suspend, Task};
+use super::spawn::drop_unrun;
+use super::task::{NO_HOME, Suspend, Task, TaskCoroutine, TaskYielder};
 use super::timer::Timers;
 
 /// Picks between fairness checks of the inbox, timers and global queue.
 const FAIRNESS_INTERVAL: u32 = 61;
+/// How often, in time, a busy worker looks at its timers and (with
+/// `IO_POLL_PERIOD`) its poller; see "Timers and I/O beside busy
+/// coroutines" in the module docs.
+const CLOCK_PERIOD: Duration = Duration::from_micros(250);
+/// The longest a busy worker with registered fds goes without polling them.
+const IO_POLL_PERIOD: Duration = Duration::from_micros(500);
 /// Consecutive `run_next` picks before the local queue gets a turn.
 const RUN_NEXT_STREAK: u32 = 16;
 /// Rounds of looking for work before an idle worker sleeps.
@@ -133,6 +157,13 @@ pub(crate) struct Worker {
     /// reference its queue entry, its running worker or its PARKED state holds).
     live: RefCell<Vec<*const Task>>,
     tick: Cell<u32>,
+    /// Picks left before the next look at the clock, the length of the
+    /// current countdown, and when the clock was last read there.
+    clock_left: Cell<u32>,
+    clock_interval: Cell<u32>,
+    last_clock: Cell<Instant>,
+    /// When the clock look last polled the poller.
+    last_io_poll: Cell<Instant>,
     /// Whether shutdown has cancelled the tasks homed here.
     cancelled_all: Cell<bool>,
     /// Picks left in the current turn of `local` and of `fresh`.
@@ -239,6 +270,10 @@ impl Worker {
             timers: RefCell::new(Timers::default()),
             live: RefCell::new(Vec::new()),
             tick: Cell::new(0),
+            clock_left: Cell::new(FAIRNESS_INTERVAL),
+            clock_interval: Cell::new(FAIRNESS_INTERVAL),
+            last_clock: Cell::new(Instant::now()),
+            last_io_poll: Cell::new(Instant::now()),
             cancelled_all: Cell::new(false),
             local_left: Cell::new(0),
             fresh_left: Cell::new(0),
@@ -249,6 +284,7 @@ impl Worker {
     /// The worker thread's body: runs tasks until the runtime shuts down and
     /// every task homed here has finished.
     pub fn run(&self) {
+        let _abort_if_unwinding = AbortIfUnwinding { index: self.index };
         crate::stack::ensure_signal_stack();
         WORKER.with(|w| w.set(self as *const Worker));
         while let Some(task) = self.next_task() {
@@ -266,12 +302,15 @@ impl Worker {
             task.live_slot.set(live.len());
             live.push(Arc::as_ptr(&task));
         }
-        self.current.set(Arc::as_ptr(&task));
         // SAFETY: this is the task's home worker, the only thread that
         // touches its coroutine once it has started; no other reference to
         // the coroutine exists while it runs.
-        let coroutine = unsafe { (*task.coroutine.get()).as_mut() };
-        let outcome = match coroutine {
+        let slot = unsafe { &mut *task.coroutine.get() };
+        if slot.is_none() {
+            *slot = self.start_task(&task);
+        }
+        self.current.set(Arc::as_ptr(&task));
+        let outcome = match slot {
             Some(coroutine) => coroutine.resume(()),
             None => CoroutineResult::Return(()),
         };
@@ -281,6 +320,37 @@ impl Worker {
             // The PARKED state owns this reference now (see task.rs).
             CoroutineResult::Yield(Suspend::Park) => std::mem::forget(task),
             CoroutineResult::Return(()) => self.finish(&task),
+        }
+    }
+
+    /// Binds a stack from this thread's pool to a task that runs for the
+    /// first time and wraps its body in a coroutine. If no stack can be
+    /// had, the body is dropped here and the `JoinHandle` gets the error.
+    #[cold]
+    fn start_task(&self, task: &Arc<Task>) -> Option<TaskCoroutine> {
+        // SAFETY: home worker; the body is taken once, before the first run.
+        let body = unsafe { (*task.body.get()).take() }?;
+        let stack = match crate::stack::acquire(task.stack_size) {
+            Ok(stack) => stack,
+            Err(error) => {
+                drop_unrun(body, Some((task, error)));
+                return None;
+            }
+        };
+        let task_ptr = TaskPtr(Arc::as_ptr(task));
+        let entry = move |yielder: &TaskYielder, ()| {
+            let task_ptr = task_ptr;
+            // SAFETY: see TaskPtr; the yielder lives on this stack until the
+            // closure returns, and is used only while the task runs.
+            let task = unsafe { &*task_ptr.0 };
+            task.yielder.set(yielder as *const TaskYielder);
+            body.run(task);
+            task.yielder.set(std::ptr::null());
+        };
+        match TaskCoroutine::with_stack(stack, task.id, task.name.clone(), entry) {
+            Ok(coroutine) => Some(coroutine),
+            // The wrapper is a pointer and a box: it always fits.
+            Err((stack, error)) => unreachable!("a task entry did not fit on {stack:?}: {error}"),
         }
     }
 
@@ -319,6 +389,12 @@ impl Worker {
                 return Some(task);
             }
         }
+        let left = self.clock_left.get();
+        if left > 1 {
+            self.clock_left.set(left - 1);
+        } else {
+            self.look_at_clock();
+        }
         if let Some(task) = self.take_run_next() {
             return Some(task);
         }
@@ -326,6 +402,49 @@ impl Worker {
             return Some(task);
         }
         self.find_work()
+    }
+
+    /// Makes the next pick look at the clock: a timer was just armed, and
+    /// the countdown may have been set long while nothing was watched.
+    #[inline]
+    pub fn watch_clock_soon(&self) {
+        if self.clock_interval.get() == 0 {
+            self.clock_left.set(1);
+        }
+    }
+
+    /// Fires due timers and polls the poller if it has not been polled for
+    /// `IO_POLL_PERIOD`, then sets how many picks until the next look so
+    /// that looks come about every `CLOCK_PERIOD`, judging by how long the
+    /// picks since the last look took (at least every pick, at most every
+    /// `FAIRNESS_INTERVAL` picks). With no timer armed and no fd
+    /// registered it reads no clock.
+    #[inline(never)]
+    fn look_at_clock(&self) {
+        let watching_io = self.poller().has_registrations();
+        if self.timers.borrow().len() == 0 && !watching_io {
+            self.clock_interval.set(0);
+            self.clock_left.set(FAIRNESS_INTERVAL);
+            return;
+        }
+        let now = Instant::now();
+        let picks = self.clock_interval.get();
+        let next = if picks == 0 {
+            // The clock was not read at the last look: measure from here.
+            1
+        } else {
+            let per_pick = now.saturating_duration_since(self.last_clock.get()) / picks;
+            let fit = CLOCK_PERIOD.as_nanos() / per_pick.as_nanos().max(1);
+            fit.clamp(1, FAIRNESS_INTERVAL as u128) as u32
+        };
+        self.clock_interval.set(next);
+        self.clock_left.set(next);
+        self.last_clock.set(now);
+        self.fire_timers_at(now);
+        if watching_io && now.saturating_duration_since(self.last_io_poll.get()) >= IO_POLL_PERIOD {
+            self.last_io_poll.set(now);
+            self.poll_io();
+        }
     }
 
     fn take_run_next(&self) -> Option<Arc<Task>> {
@@ -519,11 +638,15 @@ impl Worker {
 
     /// Wakes the tasks whose deadline has passed; returns how many.
     fn fire_timers(&self) -> usize {
-        let mut timers = self.timers.borrow_mut();
-        if timers.len() == 0 {
+        if self.timers.borrow().len() == 0 {
             return 0;
         }
-        let now = Instant::now();
+        self.fire_timers_at(Instant::now())
+    }
+
+    /// Wakes the tasks whose deadline is `now` or earlier; returns how many.
+    fn fire_timers_at(&self, now: Instant) -> usize {
+        let mut timers = self.timers.borrow_mut();
         let mut fired = 0;
         while let Some(task) = timers.pop_due(now) {
             // Mark first: only this thread reads it, after resuming the task.
@@ -642,11 +765,20 @@ impl Worker {
     /// unless a timer is already due or `work_waiting()` says there is
     /// something to do. Coroutines whose fds became ready are queued.
     fn sleep_unless(&self, work_waiting: impl Fn() -> bool) {
+        // An idle moment is when this thread gives back the deep pages of
+        // the stacks it pooled (at most every few tens of ms; see
+        // src/stack/pool.rs); if one is pending, wake for it.
+        let trim = crate::stack::trim_idle_cache(Instant::now());
         let me = &self.shared.workers[self.index];
         me.sleeping.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        let deadline = self.timers.borrow_mut().next_deadline();
-        let due = deadline.is_some_and(|d| d <= Instant::now());
+        let now = Instant::now();
+        let timer = self.timers.borrow_mut().next_deadline();
+        let deadline = match (timer, trim) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let due = timer.is_some_and(|d| d <= now);
         if !due && !work_waiting() {
             let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             self.poller().poll(timeout);
@@ -691,10 +823,43 @@ fn prefetch_record(task: &Task) {
 }
 
 /// Drops a task that never started; its closure's `ResultSender` delivers
-/// `Cancelled` to the `JoinHandle`.
+/// `Cancelled` to the `JoinHandle`. A panic in a capture's `Drop` is
+/// reported, never unwinds the caller.
 fn drop_unstarted(task: Arc<Task>) {
     // SAFETY: an unstarted task is owned by the queue entry we just took.
-    drop(unsafe { (*task.coroutine.get()).take() });
+    if let Some(body) = unsafe { (*task.body.get()).take() } {
+        drop_unrun(body, None);
+    }
+}
+
+/// A pointer to the task, moved into its own coroutine's closure.
+struct TaskPtr(*const Task);
+// SAFETY: the task outlives its coroutine (it owns it), and the pointer is
+// dereferenced only on the thread running that coroutine.
+unsafe impl Send for TaskPtr {}
+
+/// Aborts the process if a worker loop unwinds. Nothing of a task runs
+/// outside its catch-all body, so this is defence in depth: a worker that
+/// unwound would drop its queues, and the last reference to a started task
+/// could then be dropped on another thread, unwinding its stack there —
+/// which would move `!Send` values across threads (the home-worker rule).
+struct AbortIfUnwinding {
+    index: usize,
+}
+
+impl Drop for AbortIfUnwinding {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "fibra: worker {} is unwinding out of its scheduler loop; aborting, because \
+                 its started coroutines cannot move to another thread",
+                self.index
+            );
+            std::process::abort();
+        }
+    }
 }
 
 /// Drops the tasks left in a global injector after the workers exited.

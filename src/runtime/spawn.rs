@@ -1,0 +1,334 @@
+//! Spawning: `Builder`, `spawn`, and the body every task runs.
+//!
+//! # A task's life, and where each part runs
+//!
+//! `spawn` allocates only the task record and its body (the user's closure
+//! plus the `ResultSender` of its `JoinHandle`); no stack. The stack is bound
+//! when a worker first runs the task (`Worker::start_task`), from that
+//! worker's pool, so a fan-out of a million coroutines needs only as many
+//! stacks as are started and alive, and stealing moves no stack. Then the
+//! body runs on the task's own stack:
+//!
+//! 1. the prologue records the yielder (parking is defined from here on);
+//! 2. the user's closure runs inside `catch_unwind` — or, if the task was
+//!    cancelled before it started, the closure is dropped there instead;
+//! 3. the epilogue delivers the outcome to the `JoinHandle`. When the handle
+//!    was dropped (a detached coroutine), the result is dropped right here.
+//!
+//! All three run as the coroutine with its yielder set: a destructor in the
+//! epilogue may park, sleep or call `fibra::blocking::unblock` like any
+//! other code of the task. A panic that escapes the epilogue (a detached
+//! result whose `Drop` panics, or `Cancelled` raised by a park in such a
+//! `Drop`) is caught there, reported on stderr (a `Cancelled` silently), and
+//! the worker carries on: std aborts the process on a thread result that
+//! panics on drop; a runtime of many coroutines should not lose all of them
+//! to one destructor. Nothing of the task runs after its body returns but the
+//! switch back to the worker, so no panic can unwind a worker loop.
+//!
+//! Two paths drop a body without running it, on whatever thread holds it:
+//! a runtime shutting down before the task started, and a stack that
+//! cannot be mapped when the task would start. There, a capture's `Drop`
+//! runs as on a plain thread (a `fibra::sleep` blocks that thread); a panic
+//! in it is caught and reported.
+//!
+//! # Borrowing closures
+//!
+//! `spawn_unchecked` erases the closure's lifetime, for `Runtime::block_on`
+//! and scoped spawns. Its callers wait for the result without a
+//! cancellation point (`JoinCell::wait(true)`), and the body drops the
+//! closure before its `ResultSender` reports, on every path (run, cancelled,
+//! never run, no stack): so the waiter cannot return while a borrow of the
+//! closure is still in use.
+//!
+//! # How much of the stack a closure needs
+//!
+//! The closure lives in the heap until the task starts; the body then moves
+//! it onto the coroutine's stack to call it, and its result passes through
+//! the stack on its way to the `JoinHandle`. An optimised build makes one
+//! copy of the closure there; an unoptimised one moves it through every
+//! frame on the way (measured: five copies of a 60 KiB capture). So
+//! `check_fits` counts `crate::coroutine::STACK_COPIES` copies of closure
+//! and result, plus 4 KiB for frames, and refuses at spawn a closure that
+//! cannot fit rather than let it overflow when it starts.
+
+use std::any::Any;
+use std::io;
+use std::mem::{ManuallyDrop, align_of, size_of};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crate::coroutine::{STACK_COPIES, next_id};
+use crate::stack;
+
+use super::join::{JoinCell, JoinHandle, ResultSender};
+use super::task::{Cancelled, Task};
+use super::{Runtime, Shared, current_shared, worker};
+
+/// Configures a coroutine before spawning it (mirrors `std::thread::Builder`).
+#[derive(Debug, Default, Clone)]
+pub struct Builder {
+    name: Option<String>,
+    stack_size: Option<usize>,
+}
+
+impl Builder {
+    /// A builder with the defaults: no name, the runtime's stack size.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Names the coroutine (shown by `Coroutine::name`, panic messages and
+    /// stack-overflow reports). Takes a `String`, as `std::thread::Builder`
+    /// does, so `.name("w".into())` compiles unchanged.
+    pub fn name(mut self, name: String) -> Builder {
+        self.name = Some(name);
+        self
+    }
+
+    /// Usable stack bytes (rounded up to whole pages). Only touched pages
+    /// cost memory.
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Spawns on the calling coroutine's runtime, or the default runtime.
+    ///
+    /// Fails if the stack size is absurd or the closure cannot fit on the
+    /// stack (`InvalidInput`). The stack itself is mapped when the
+    /// coroutine first runs; if the kernel refuses it then, `join` returns
+    /// `Err` with a `std::io::Error` payload that names the limit hit.
+    pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        // SAFETY: F and T are 'static, so no borrow can end too early.
+        unsafe { spawn_unchecked(current_shared(), self, f) }
+    }
+
+    /// Spawns on `runtime`.
+    pub fn spawn_on<F, T>(self, runtime: &Runtime, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        // SAFETY: F and T are 'static, so no borrow can end too early.
+        unsafe { spawn_unchecked(Arc::clone(&runtime.shared), self, f) }
+    }
+}
+
+/// Spawns a coroutine on the calling coroutine's runtime, or on the default
+/// runtime (started on first use with one worker per CPU).
+///
+/// # Panics
+/// If the closure cannot fit on a default-sized stack; `Builder::spawn`
+/// returns that error instead.
+pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    Builder::new()
+        .spawn(f)
+        .unwrap_or_else(|e| panic!("fibra: cannot spawn a coroutine: {e}"))
+}
+
+/// Spawns `f` on `shared`, whose closure and result may borrow from the
+/// caller.
+///
+/// # Safety
+/// Every borrow held by `f` or by its result must outlive the coroutine:
+/// the caller must not return or unwind before the handle's cell is DONE,
+/// i.e. it waits with `JoinCell::wait(true)` (no cancellation point) on
+/// every path, or `F` and `T` are `'static`. The body drops `f` before it
+/// reports (module docs), so DONE means `f` is gone.
+pub(crate) unsafe fn spawn_unchecked<'a, F, T>(
+    shared: Arc<Shared>,
+    builder: Builder,
+    f: F,
+) -> io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'a,
+    T: Send + 'a,
+{
+    let requested = builder.stack_size.unwrap_or(shared.stack_size);
+    let stack_size = stack::checked_usable_size(requested)?;
+    check_fits(
+        size_of::<F>() + size_of::<T>(),
+        align_of::<F>().max(align_of::<T>()),
+        stack_size,
+    )?;
+    let id = next_id();
+    let name: Option<Arc<str>> = builder.name.map(Arc::from);
+    let cell = Arc::new(JoinCell::new());
+    let body: Box<dyn TaskBody + 'a> = Box::new(Body {
+        f: ManuallyDrop::new(f),
+        f_taken: false,
+        sender: Some(ResultSender::new(Arc::clone(&cell))),
+    });
+    // SAFETY: only the lifetime changes; the caller keeps every borrow in
+    // the body alive until the cell is DONE (see the function's contract).
+    let body = unsafe { std::mem::transmute::<Box<dyn TaskBody + 'a>, Box<dyn TaskBody>>(body) };
+    if shared.shutdown.load(Ordering::Acquire) {
+        // Never runs: dropping the body delivers `Cancelled`. Not an error,
+        // so that a destructor unwinding during shutdown may spawn.
+        drop_unrun(body, None);
+        let task = Arc::new(Task::new(id, name, shared, stack_size, None));
+        return Ok(JoinHandle { task, cell });
+    }
+    let task = Arc::new(Task::new(id, name, shared, stack_size, Some(body)));
+    worker::submit_fresh(&task.shared, Arc::clone(&task));
+    Ok(JoinHandle { task, cell })
+}
+
+/// Refuses a closure that cannot fit on a stack of `stack_size` usable
+/// bytes: `STACK_COPIES` copies of the closure and its result, plus
+/// alignment and 4 KiB for frames (module docs).
+fn check_fits(both: usize, align: usize, stack_size: usize) -> io::Result<()> {
+    let need = both
+        .saturating_mul(STACK_COPIES)
+        .saturating_add(align)
+        .saturating_add(4096);
+    if need > stack_size {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "the coroutine's closure and result take {both} bytes and are moved through its \
+                 stack, which needs about {need} bytes: too many for a {stack_size}-byte stack \
+                 (give it a larger one with Builder::stack_size, or box the large data)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What a task runs on its stack, type-erased: the user's closure and the
+/// sender of its result.
+pub(crate) trait TaskBody: Send {
+    /// Runs the closure (or drops it, if the task was cancelled before it
+    /// started) and delivers the outcome. Runs on the task's stack with its
+    /// yielder set; never unwinds.
+    fn run(self: Box<Self>, task: &Task);
+
+    /// The task cannot start (no stack): drops the closure, then delivers
+    /// `Err` with `error` as the payload (`Cancelled` if the task was
+    /// cancelled). Runs on the worker thread, outside any coroutine.
+    fn fail(self: Box<Self>, task: &Task, error: io::Error);
+}
+
+/// Drops a body that will never run, on the calling thread: the closure
+/// first, then its sender, which reports `Cancelled` — or, with `failure`,
+/// that error. Never unwinds: a panic in a capture's `Drop` is reported.
+pub(crate) fn drop_unrun(body: Box<dyn TaskBody>, failure: Option<(&Task, io::Error)>) {
+    let task = failure.as_ref().map(|(task, _)| *task);
+    let dropped = catch_unwind(AssertUnwindSafe(move || match failure {
+        Some((task, error)) => body.fail(task, error),
+        None => drop(body),
+    }));
+    if let Err(payload) = dropped {
+        report_escaped_panic(task, &*payload, "while it was dropped unrun");
+    }
+}
+
+struct Body<F, T> {
+    /// Declared before `sender`: dropped first when the body is dropped
+    /// unrun, so the joiner wakes only once the closure is gone.
+    f: ManuallyDrop<F>,
+    f_taken: bool,
+    sender: Option<ResultSender<T>>,
+}
+
+impl<F, T> Drop for Body<F, T> {
+    fn drop(&mut self) {
+        if !self.f_taken {
+            self.f_taken = true;
+            // SAFETY: `f` has not been taken (flag), and is dropped once.
+            unsafe { ManuallyDrop::drop(&mut self.f) };
+        }
+        // `sender` drops after this, reporting `Cancelled` (or the stack
+        // error the task records) if nothing was sent.
+    }
+}
+
+impl<F, T> TaskBody for Body<F, T>
+where
+    F: FnOnce() -> T + Send,
+    T: Send,
+{
+    fn run(mut self: Box<Self>, task: &Task) {
+        self.f_taken = true;
+        let outcome = if task.cancelled.load(Ordering::Acquire) {
+            // SAFETY: taken once (the flag is set, so Drop will not drop it).
+            let f = unsafe { ManuallyDrop::take(&mut self.f) };
+            // Cancelled before it started: drop the closure here, as the
+            // coroutine, so that its captures' destructors may park.
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(f))) {
+                report_escaped_panic(Some(task), &*payload, "while it was dropped unrun");
+            }
+            Err(Box::new(Cancelled) as Box<dyn Any + Send>)
+        } else {
+            let body = &mut *self;
+            catch_unwind(AssertUnwindSafe(move || {
+                // SAFETY: taken once (the flag is set, so Drop will not drop
+                // it). Taken inside the catch_unwind closure, which captures
+                // only a pointer: the closure is copied onto this stack once,
+                // not once more per wrapper.
+                let f = unsafe { ManuallyDrop::take(&mut body.f) };
+                f()
+            }))
+        };
+        let sender = self.sender.take();
+        drop(self);
+        // The epilogue: delivering may drop the result (detached handle),
+        // whose destructor may park or panic.
+        let delivered = catch_unwind(AssertUnwindSafe(move || {
+            if let Some(sender) = sender {
+                sender.send(outcome);
+            }
+        }));
+        if let Err(payload) = delivered {
+            report_escaped_panic(Some(task), &*payload, "while its result was dropped");
+        }
+    }
+
+    fn fail(mut self: Box<Self>, task: &Task, error: io::Error) {
+        self.f_taken = true;
+        // SAFETY: taken once (the flag is set, so Drop will not drop it).
+        drop(unsafe { ManuallyDrop::take(&mut self.f) });
+        let payload: Box<dyn Any + Send> = if task.cancelled.load(Ordering::Acquire) {
+            Box::new(Cancelled)
+        } else {
+            Box::new(error)
+        };
+        if let Some(sender) = self.sender.take() {
+            sender.send(Err(payload));
+        }
+    }
+}
+
+/// Reports a panic caught after a task's closure had finished. A
+/// `Cancelled` is the runtime's own unwind and needs no report.
+fn report_escaped_panic(task: Option<&Task>, payload: &(dyn Any + Send), when: &str) {
+    if payload.is::<Cancelled>() {
+        return;
+    }
+    let who = match task {
+        Some(task) => match &task.name {
+            Some(name) => format!("coroutine #{} '{name}'", task.id),
+            None => format!("coroutine #{}", task.id),
+        },
+        None => "a coroutine".to_string(),
+    };
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("Box<dyn Any>");
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "fibra: {who} panicked {when} ({message}); the panic was caught and the worker carries on"
+    );
+}
