@@ -40,6 +40,9 @@ use std::time::{Duration, Instant};
 use crate::runtime::{self, Coroutine};
 use crate::sync::poison::{self, ParkNote};
 
+mod scope;
+
+pub use scope::{Scope, ScopedJoinHandle, scope};
 pub use std::thread::{AccessError, LocalKey, Result, available_parallelism};
 
 // ---------------------------------------------------------------------------
@@ -203,6 +206,10 @@ impl Builder {
         T: Send + 'static,
     {
         self.inner.spawn(f).map(JoinHandle::from)
+    }
+
+    fn into_inner(self) -> crate::Builder {
+        self.inner
     }
 }
 

@@ -295,7 +295,7 @@ pub(crate) fn current_blocking_pool() -> Option<Arc<crate::blocking::Pool>> {
 }
 
 /// The runtime of the calling coroutine, or the default one.
-fn current_shared() -> Arc<Shared> {
+pub(crate) fn current_shared() -> Arc<Shared> {
     match current_worker() {
         Some(worker) => Arc::clone(&worker.shared),
         None => Arc::clone(&default_runtime().shared),
