@@ -36,8 +36,8 @@
 //!
 //! The uncontended paths — a send that buffers or meets a parked
 //! receiver, a receive that finds a value — take the lock once, allocate
-//! nothing (the unbounded buffer grows by doubling and keeps its capacity)
-//! and make no system call.
+//! nothing (a bounded buffer is allocated with the channel; the unbounded
+//! one grows by doubling and keeps its capacity) and make no system call.
 //!
 //! For `mpmc` (phase 2) the receiver side is already shared-safe: any
 //! number of receivers may wait in `recv_waiters`, each claimed once.
@@ -57,6 +57,11 @@ const DISCONNECTED: usize = FIRST_TOKEN + 1;
 
 /// Capacity of an unbounded channel.
 pub(crate) const UNBOUNDED: usize = usize::MAX;
+
+/// A bounded channel's buffer is allocated at creation up to this many
+/// values (so its sends and receives never allocate); beyond, it grows on
+/// demand. An unbounded one grows from empty and keeps what it reached.
+const PREALLOCATED: usize = 1024;
 
 /// How long an operation may wait.
 #[derive(Clone, Copy)]
@@ -129,7 +134,11 @@ impl<T> Channel<T> {
     pub fn new(cap: usize) -> Channel<T> {
         Channel {
             state: SpinLock::new(State {
-                buf: VecDeque::new(),
+                buf: if cap == UNBOUNDED {
+                    VecDeque::new()
+                } else {
+                    VecDeque::with_capacity(cap.min(PREALLOCATED))
+                },
                 cap,
                 recv_waiters: WaitList::new(),
                 send_waiters: WaitList::new(),
