@@ -108,12 +108,12 @@ fn a_guard_held_across_a_park_blocks_only_the_lock_waiters() {
             };
             // The only worker keeps running other coroutines meanwhile.
             let bystander = fibra::spawn(|| {
-                (0..1000u64)
-                    .map(|i| {
-                        fibra::yield_now();
-                        i
-                    })
-                    .sum::<u64>()
+                let mut sum = 0u64;
+                for i in 0..1000 {
+                    fibra::yield_now();
+                    sum += i;
+                }
+                sum
             });
             assert_eq!(bystander.join().unwrap(), 499_500);
             assert!(

@@ -59,7 +59,7 @@ fn writers_exclude_everyone_under_contention() {
             let work = |lock: Arc<RwLock<(u64, u64)>>, id: usize| {
                 move || {
                     for i in 0..300 {
-                        if (i + id) % 4 == 0 {
+                        if (i + id).is_multiple_of(4) {
                             let mut guard = lock.write().unwrap();
                             guard.0 += 1;
                             fibra::yield_now();

@@ -56,10 +56,12 @@
 //! thread takes an owning handle (an `Arc` increment) in step 2, while the
 //! waiter cannot leave yet, and drops it after the unpark. This keeps the
 //! common same-worker handoff (a channel ping-pong, a lock passed between
-//! coroutines of one worker) free of reference-count traffic: a round trip
-//! of two handoffs measured 144 ns with owning handles and a claim CAS,
-//! against the target of 80 (see BENCHMARKS.md). A plain thread's record
-//! holds an owning handle (threads park in the kernel anyway).
+//! coroutines of one worker) free of reference-count traffic: with an
+//! owning handle per wait (an `Arc` increment by the waiter, a decrement by
+//! the waker) a channel ping-pong round trip cost 86–100 ns of CPU, against
+//! 64–81 ns without (six alternating runs, one worker pinned). A plain
+//! thread's record holds an owning handle (threads park in the kernel
+//! anyway).
 //!
 //! # Where the switch happens
 //!
@@ -67,9 +69,9 @@
 //! caller's part around it (`Channel::recv`): the coroutine then parks in
 //! the frame it resumes in, so the calls and returns between two switches
 //! balance and the switch's `ret` is predicted (the runtime's `park` is
-//! built the same way). Parking three calls deep instead cost a
-//! channel ping-pong round trip 93 ns of CPU against 62–66 ns inlined;
-//! the work under the list lock stays out of line.
+//! built the same way). Parking three calls deep instead cost a channel
+//! ping-pong round trip 93 ns of CPU against 62–66 ns inlined (and 142–162
+//! ns four calls deep); the work under the list lock stays out of line.
 //!
 //! # Phase 2: one waiter in several lists (`select`)
 //!

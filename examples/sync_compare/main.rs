@@ -1,0 +1,80 @@
+//! fibra's side of the sync comparison with Go (`benches/go/sync_compare.go`
+//! runs the same workloads; `benches/go/sync_compare.sh` runs both,
+//! alternating, and prints the ratios):
+//!
+//! - mutex: 1,000 coroutines x 1,000 increments of one `fibra::sync::Mutex`
+//!   counter on a 2-worker runtime, `yield_now()` after every 100th
+//!   increment; ns per increment, spawning and joining included;
+//! - ping-pong: a value sent to a coroutine over `mpsc::channel` and
+//!   answered over another, on a 1-worker runtime; ns per round trip. Also
+//!   over `sync_channel(0)` (a rendezvous, like Go's unbuffered channel).
+//!
+//! ```sh
+//! cargo run --release --example sync_compare -- --runs 9
+//! ```
+//!
+//! The workloads are in `workloads.rs`, shared with `benches/sync.rs`.
+//!
+//! Prints the median of `--runs` runs per workload, one `name value` line
+//! each; `--only mutex` or `--only ping-pong` runs one of them.
+
+mod workloads;
+
+use fibra::Runtime;
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let mut runs = 9;
+    let mut only = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--runs" => runs = args.next().and_then(|n| n.parse().ok()).expect("--runs N"),
+            "--only" => only = Some(args.next().expect("--only mutex|ping-pong")),
+            other => panic!("unknown argument {other:?} (use --runs N, --only mutex|ping-pong)"),
+        }
+    }
+    let wanted = |name: &str| only.as_deref().is_none_or(|only| only == name);
+
+    if wanted("mutex") {
+        mutex_row(runs);
+    }
+    if wanted("ping-pong") {
+        ping_pong_row(runs);
+    }
+}
+
+fn mutex_row(runs: usize) {
+    let two = Runtime::builder().workers(2).build().expect("runtime");
+    let mutex: Vec<f64> = (0..runs)
+        .map(|_| {
+            let counter = fibra::sync::Mutex::new(0u64);
+            let elapsed = two.block_on(|| workloads::mutex_contended(counter, 1000, 1000, 100));
+            elapsed.as_nanos() as f64 / 1e6
+        })
+        .collect();
+    println!("mutex_contended_ns_per_increment {:.1}", median(mutex));
+}
+
+fn ping_pong_row(runs: usize) {
+    let one = Runtime::builder().workers(1).build().expect("runtime");
+    let rounds = 200_000;
+    let pp: Vec<f64> = (0..runs)
+        .map(|_| {
+            let elapsed = one.block_on(move || workloads::channel_ping_pong(rounds));
+            elapsed.as_nanos() as f64 / rounds as f64
+        })
+        .collect();
+    println!("channel_ping_pong_ns {:.1}", median(pp));
+    let rendezvous: Vec<f64> = (0..runs)
+        .map(|_| {
+            let elapsed = one.block_on(move || workloads::rendezvous_ping_pong(rounds));
+            elapsed.as_nanos() as f64 / rounds as f64
+        })
+        .collect();
+    println!("rendezvous_ping_pong_ns {:.1}", median(rendezvous));
+}
