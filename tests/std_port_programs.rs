@@ -430,20 +430,27 @@ fn note_if_no_write_blocked(what: &str, fast_done_after: &[Duration], delay: Dur
     }
 }
 
+/// Runs the chat with std on threads, then with fibra on 1 and 2 workers,
+/// and checks every run; returns each run's name and when its fast clients
+/// were done.
+fn run_chat(write_under_lock: bool, slow: bool) -> Vec<(String, Vec<Duration>)> {
+    let (std_config, fibra_config) = chat_config(write_under_lock, slow);
+    let reference = with_std::chat(std_config);
+    check_chat("std threads", std_config, &reference.received);
+    let mut runs = vec![("std threads".to_string(), reference.fast_done_after)];
+    for workers in [1, 2] {
+        let what = format!("fibra, {workers} workers");
+        let outcome = on_runtime(workers, move || with_fibra::chat(fibra_config));
+        check_chat(&what, std_config, &outcome.received);
+        runs.push((what, outcome.fast_done_after));
+    }
+    runs
+}
+
 #[test]
 fn chat_server_with_channels_per_client() {
     watchdog("chat_server_with_channels_per_client", WATCHDOG, || {
-        let (std_config, fibra_config) = chat_config(false, false);
-        let reference = with_std::chat(std_config);
-        check_chat("std threads", std_config, &reference.received);
-        for workers in [1, 2] {
-            let outcome = on_runtime(workers, move || with_fibra::chat(fibra_config));
-            check_chat(
-                &format!("fibra, {workers} workers"),
-                std_config,
-                &outcome.received,
-            );
-        }
+        run_chat(false, false);
     });
 }
 
@@ -453,24 +460,11 @@ fn chat_server_writing_under_lock_completes_with_a_slow_reader() {
         "chat_server_writing_under_lock_completes_with_a_slow_reader",
         WATCHDOG,
         || {
-            let (std_config, fibra_config) = chat_config(true, true);
-            assert_eq!(std_config.clients * std_config.lines_each, 5000);
-            let delay = std_config.slow_client.expect("a slow client").1;
-            let reference = with_std::chat(std_config);
-            check_chat("std threads", std_config, &reference.received);
-            note_if_no_write_blocked("std threads", &reference.fast_done_after, delay);
-            for workers in [1, 2] {
-                let outcome = on_runtime(workers, move || with_fibra::chat(fibra_config));
-                check_chat(
-                    &format!("fibra, {workers} workers"),
-                    std_config,
-                    &outcome.received,
-                );
-                note_if_no_write_blocked(
-                    &format!("fibra, {workers} workers"),
-                    &outcome.fast_done_after,
-                    delay,
-                );
+            let (config, _) = chat_config(true, true);
+            assert_eq!(config.clients * config.lines_each, 5000);
+            let delay = config.slow_client.expect("a slow client").1;
+            for (what, fast_done_after) in run_chat(true, true) {
+                note_if_no_write_blocked(&what, &fast_done_after, delay);
             }
         },
     );

@@ -6,13 +6,15 @@
 //! it.
 
 mod common;
+mod sync_common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{WATCHDOG, runtime, watchdog};
 use fibra::sync::mpsc::{self, RecvError, RecvTimeoutError, SendError, TryRecvError, TrySendError};
 use fibra::sync::{Arc, Mutex};
+use sync_common::check_timeout_lateness;
 
 /// Checks that `got` holds `per_sender` values from each of `senders`
 /// senders (value = sender * per_sender + i), each sender's in order.
@@ -209,31 +211,10 @@ fn recv_timeout_waits_at_least_the_timeout() {
     watchdog("recv_timeout", WATCHDOG, || {
         let rt = runtime(1, "mpsc-timeout");
         let timeout = Duration::from_millis(20);
-        let run = move || {
+        check_timeout_lateness(&rt, timeout, move || {
             let (_tx, rx) = mpsc::channel::<()>();
-            let mut lates = Vec::new();
-            for _ in 0..9 {
-                let started = Instant::now();
-                assert_eq!(rx.recv_timeout(timeout), Err(RecvTimeoutError::Timeout));
-                let elapsed = started.elapsed();
-                assert!(elapsed >= timeout, "returned after {elapsed:?}");
-                lates.push(elapsed - timeout);
-            }
-            lates.sort();
-            lates
-        };
-        for (what, lates) in [("coroutine", rt.block_on(run)), ("thread", run())] {
-            assert!(
-                lates[4] < Duration::from_millis(15),
-                "{what}: median lateness {:?}",
-                lates[4]
-            );
-            assert!(
-                lates[8] < Duration::from_secs(1),
-                "{what}: worst lateness {:?}",
-                lates[8]
-            );
-        }
+            assert_eq!(rx.recv_timeout(timeout), Err(RecvTimeoutError::Timeout));
+        });
         // A value that arrives in time ends the wait early.
         let (tx, rx) = mpsc::channel();
         let sender = rt.spawn(move || {

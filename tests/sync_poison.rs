@@ -32,8 +32,11 @@ fn a_healthy_holder_does_not_poison_while_a_neighbour_unwinds() {
             let std_lock = Arc::new(std::sync::Mutex::new(0));
             let (go_tx, go_rx) = mpsc::channel::<()>();
             let holder = {
-                let (fibra_lock, fibra_rw, std_lock) =
-                    (Arc::clone(&fibra_lock), Arc::clone(&fibra_rw), Arc::clone(&std_lock));
+                let (fibra_lock, fibra_rw, std_lock) = (
+                    Arc::clone(&fibra_lock),
+                    Arc::clone(&fibra_rw),
+                    Arc::clone(&std_lock),
+                );
                 fibra::spawn(move || {
                     let fibra_guard = fibra_lock.lock().unwrap();
                     let rw_guard = fibra_rw.write().unwrap();
@@ -57,7 +60,10 @@ fn a_healthy_holder_does_not_poison_while_a_neighbour_unwinds() {
                 holder_saw_panicking,
                 "panicking() is the worker's answer while a neighbour unwinds"
             );
-            assert!(std_lock.is_poisoned(), "std poisons: its panic state is per thread");
+            assert!(
+                std_lock.is_poisoned(),
+                "std poisons: its panic state is per thread"
+            );
             assert!(!fibra_lock.is_poisoned(), "the holder itself did not panic");
             assert!(!fibra_rw.is_poisoned(), "the holder itself did not panic");
         });

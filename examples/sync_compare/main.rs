@@ -63,18 +63,15 @@ fn mutex_row(runs: usize) {
 fn ping_pong_row(runs: usize) {
     let one = Runtime::builder().workers(1).build().expect("runtime");
     let rounds = 200_000;
-    let pp: Vec<f64> = (0..runs)
-        .map(|_| {
-            let elapsed = one.block_on(move || workloads::channel_ping_pong(rounds));
-            elapsed.as_nanos() as f64 / rounds as f64
-        })
-        .collect();
-    println!("channel_ping_pong_ns {:.1}", median(pp));
-    let rendezvous: Vec<f64> = (0..runs)
-        .map(|_| {
-            let elapsed = one.block_on(move || workloads::rendezvous_ping_pong(rounds));
-            elapsed.as_nanos() as f64 / rounds as f64
-        })
-        .collect();
-    println!("rendezvous_ping_pong_ns {:.1}", median(rendezvous));
+    type Workload = fn(u64) -> std::time::Duration;
+    let kinds: [(&str, Workload); 2] = [
+        ("channel_ping_pong_ns", workloads::channel_ping_pong),
+        ("rendezvous_ping_pong_ns", workloads::rendezvous_ping_pong),
+    ];
+    for (name, workload) in kinds {
+        let samples: Vec<f64> = (0..runs)
+            .map(|_| one.block_on(move || workload(rounds)).as_nanos() as f64 / rounds as f64)
+            .collect();
+        println!("{name} {:.1}", median(samples));
+    }
 }

@@ -65,19 +65,36 @@ pub fn mutex_contended<C: Counter>(
     elapsed
 }
 
-/// `rounds` round trips: a value sent to a partner coroutine over
-/// `mpsc::channel` and answered over another.
-pub fn channel_ping_pong(rounds: u64) -> Duration {
-    let (there_tx, there_rx) = mpsc::channel::<u64>();
-    let (back_tx, back_rx) = mpsc::channel::<u64>();
+/// The sending half of either kind of channel.
+trait SendHalf: Send + 'static {
+    fn put(&self, value: u64);
+}
+
+impl SendHalf for mpsc::Sender<u64> {
+    fn put(&self, value: u64) {
+        self.send(value).unwrap();
+    }
+}
+
+impl SendHalf for mpsc::SyncSender<u64> {
+    fn put(&self, value: u64) {
+        self.send(value).unwrap();
+    }
+}
+
+/// `rounds` round trips: a value sent to a partner coroutine over one
+/// channel made by `channel`, answered over another.
+fn ping_pong<S: SendHalf>(rounds: u64, channel: fn() -> (S, mpsc::Receiver<u64>)) -> Duration {
+    let (there_tx, there_rx) = channel();
+    let (back_tx, back_rx) = channel();
     let echo = fibra::spawn(move || {
         for value in there_rx.iter() {
-            back_tx.send(value + 1).unwrap();
+            back_tx.put(value + 1);
         }
     });
     let started = Instant::now();
     for i in 0..rounds {
-        there_tx.send(i).unwrap();
+        there_tx.put(i);
         assert_eq!(back_rx.recv().unwrap(), i + 1);
     }
     let elapsed = started.elapsed();
@@ -86,23 +103,12 @@ pub fn channel_ping_pong(rounds: u64) -> Duration {
     elapsed
 }
 
-/// As `channel_ping_pong`, over `sync_channel(0)` (each send waits for the
-/// receive).
+/// Ping-pong over `mpsc::channel` (a send never waits).
+pub fn channel_ping_pong(rounds: u64) -> Duration {
+    ping_pong(rounds, mpsc::channel)
+}
+
+/// Ping-pong over `sync_channel(0)` (each send waits for the receive).
 pub fn rendezvous_ping_pong(rounds: u64) -> Duration {
-    let (there_tx, there_rx) = mpsc::sync_channel::<u64>(0);
-    let (back_tx, back_rx) = mpsc::sync_channel::<u64>(0);
-    let echo = fibra::spawn(move || {
-        for value in there_rx.iter() {
-            back_tx.send(value + 1).unwrap();
-        }
-    });
-    let started = Instant::now();
-    for i in 0..rounds {
-        there_tx.send(i).unwrap();
-        assert_eq!(back_rx.recv().unwrap(), i + 1);
-    }
-    let elapsed = started.elapsed();
-    drop(there_tx);
-    echo.join().unwrap();
-    elapsed
+    ping_pong(rounds, || mpsc::sync_channel(0))
 }

@@ -86,6 +86,15 @@ enum Queue<T> {
     Queued(Option<Instant>),
 }
 
+impl<T> SendFailure<T> {
+    /// The value that was not delivered.
+    pub fn into_value(self) -> T {
+        match self {
+            SendFailure::Full(t) | SendFailure::Disconnected(t) | SendFailure::Timeout(t) => t,
+        }
+    }
+}
+
 /// Why a receive got no value.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum RecvFailure {

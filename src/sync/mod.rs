@@ -63,6 +63,68 @@
 //! share; `poison.rs` says what fibra does where that matters and
 //! `fibra::thread::panicking` documents the limit.
 
+/// What `Mutex` and `RwLock` share with std's: the poison flag's methods,
+/// `get_mut`, built from a value (`From`, `Default`), consumed into it
+/// (`into_inner`), and guards shown as the data they guard.
+macro_rules! lock_conversions {
+    ($lock:ident, $($guard:ident),+) => {
+        impl<T: ?Sized> $lock<T> {
+            /// Whether a holder panicked while holding the lock (for a
+            /// `RwLock`, a writer).
+            #[inline]
+            pub fn is_poisoned(&self) -> bool {
+                self.poison.get()
+            }
+
+            /// Clears the poison flag.
+            pub fn clear_poison(&self) {
+                self.poison.clear();
+            }
+
+            /// The data, through `&mut self` (no locking needed).
+            pub fn get_mut(&mut self) -> std::sync::LockResult<&mut T> {
+                let data = self.data.get_mut();
+                super::poison::map_result(&self.poison, data)
+            }
+        }
+
+        impl<T> $lock<T> {
+            /// Consumes the lock and returns its data (`Err` if poisoned,
+            /// with the data inside).
+            pub fn into_inner(self) -> std::sync::LockResult<T> {
+                let poisoned = self.poison.get();
+                super::poison::result(poisoned, self.data.into_inner())
+            }
+        }
+
+        impl<T: Default> Default for $lock<T> {
+            fn default() -> $lock<T> {
+                $lock::new(T::default())
+            }
+        }
+
+        impl<T> From<T> for $lock<T> {
+            fn from(value: T) -> $lock<T> {
+                $lock::new(value)
+            }
+        }
+
+        $(
+            impl<T: ?Sized + std::fmt::Debug> std::fmt::Debug for $guard<'_, T> {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    std::fmt::Debug::fmt(&**self, f)
+                }
+            }
+
+            impl<T: ?Sized + std::fmt::Display> std::fmt::Display for $guard<'_, T> {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    (**self).fmt(f)
+                }
+            }
+        )+
+    };
+}
+
 mod barrier;
 mod channel;
 mod condvar;

@@ -69,7 +69,7 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
+use std::sync::{LockResult, TryLockError, TryLockResult};
 use std::time::{Duration, Instant};
 
 use super::poison;
@@ -259,7 +259,11 @@ impl RawMutex {
         let state = self.state.load(Ordering::Relaxed);
         if state & HANDOFF != 0 && state & LOCKED == 0 {
             let wakeup = queue.waiters.wake_front(HANDED_OFF, |_, rest| {
-                let clear = if rest.is_empty() { QUEUED | HANDOFF } else { HANDOFF };
+                let clear = if rest.is_empty() {
+                    QUEUED | HANDOFF
+                } else {
+                    HANDOFF
+                };
                 // Nobody else changes the word while HANDOFF is set and we
                 // hold the list lock, but a stale CAS may still be in flight.
                 let _ = self
@@ -391,19 +395,9 @@ impl<T> Mutex<T> {
             data: UnsafeCell::new(value),
         }
     }
-
-    /// Consumes the mutex and returns its data (`Err` if poisoned, with
-    /// the data inside).
-    pub fn into_inner(self) -> LockResult<T> {
-        let poisoned = self.poison.get();
-        let data = self.data.into_inner();
-        if poisoned {
-            Err(PoisonError::new(data))
-        } else {
-            Ok(data)
-        }
-    }
 }
+
+lock_conversions!(Mutex, MutexGuard);
 
 impl<T: ?Sized> Mutex<T> {
     /// Acquires the lock, parking the calling coroutine (or blocking the
@@ -427,41 +421,12 @@ impl<T: ?Sized> Mutex<T> {
         }
     }
 
-    /// Whether a holder panicked.
-    #[inline]
-    pub fn is_poisoned(&self) -> bool {
-        self.poison.get()
-    }
-
-    /// Clears the poison flag.
-    pub fn clear_poison(&self) {
-        self.poison.clear();
-    }
-
-    /// The data, through `&mut self` (no locking needed).
-    pub fn get_mut(&mut self) -> LockResult<&mut T> {
-        let data = self.data.get_mut();
-        poison::map_result(&self.poison, data)
-    }
-
     pub(crate) fn raw(&self) -> &RawMutex {
         &self.raw
     }
 
     pub(crate) fn poison(&self) -> &poison::Flag {
         &self.poison
-    }
-}
-
-impl<T: Default> Default for Mutex<T> {
-    fn default() -> Mutex<T> {
-        Mutex::new(T::default())
-    }
-}
-
-impl<T> From<T> for Mutex<T> {
-    fn from(value: T) -> Mutex<T> {
-        Mutex::new(value)
     }
 }
 
@@ -517,17 +482,5 @@ impl<T: ?Sized> Drop for MutexGuard<'_, T> {
         self.lock.poison.done(&self.poison);
         // SAFETY: the guard holds the lock.
         unsafe { self.lock.raw.unlock() };
-    }
-}
-
-impl<T: ?Sized + fmt::Debug> fmt::Debug for MutexGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
-    }
-}
-
-impl<T: ?Sized + fmt::Display> fmt::Display for MutexGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        (**self).fmt(f)
     }
 }

@@ -126,7 +126,13 @@ impl Flag {
 /// `Ok(value)`, or `Err(PoisonError(value))` if the flag is set.
 #[inline]
 pub(crate) fn map_result<T>(flag: &Flag, value: T) -> std::sync::LockResult<T> {
-    if flag.get() {
+    result(flag.get(), value)
+}
+
+/// `Ok(value)`, or `Err(PoisonError(value))` if `poisoned`.
+#[inline]
+pub(crate) fn result<T>(poisoned: bool, value: T) -> std::sync::LockResult<T> {
+    if poisoned {
         Err(std::sync::PoisonError::new(value))
     } else {
         Ok(value)

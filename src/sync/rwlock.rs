@@ -38,7 +38,7 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
+use std::sync::{LockResult, TryLockError, TryLockResult};
 
 use super::poison;
 use super::waiter::{FIRST_TOKEN, Node, SpinLock, WaitList, Waiter, Wakeups};
@@ -311,18 +311,9 @@ impl<T> RwLock<T> {
             data: UnsafeCell::new(value),
         }
     }
-
-    /// Consumes the lock and returns its data (`Err` if poisoned).
-    pub fn into_inner(self) -> LockResult<T> {
-        let poisoned = self.poison.get();
-        let data = self.data.into_inner();
-        if poisoned {
-            Err(PoisonError::new(data))
-        } else {
-            Ok(data)
-        }
-    }
 }
+
+lock_conversions!(RwLock, RwLockReadGuard, RwLockWriteGuard);
 
 impl<T: ?Sized> RwLock<T> {
     /// Shared access, parking while a writer holds or waits for the lock.
@@ -359,23 +350,6 @@ impl<T: ?Sized> RwLock<T> {
         }
     }
 
-    /// Whether a writer panicked.
-    #[inline]
-    pub fn is_poisoned(&self) -> bool {
-        self.poison.get()
-    }
-
-    /// Clears the poison flag.
-    pub fn clear_poison(&self) {
-        self.poison.clear();
-    }
-
-    /// The data, through `&mut self`.
-    pub fn get_mut(&mut self) -> LockResult<&mut T> {
-        let data = self.data.get_mut();
-        poison::map_result(&self.poison, data)
-    }
-
     fn read_guard(&self) -> RwLockReadGuard<'_, T> {
         RwLockReadGuard {
             lock: self,
@@ -389,18 +363,6 @@ impl<T: ?Sized> RwLock<T> {
             poison: self.poison.guard(),
             _not_send: PhantomData,
         }
-    }
-}
-
-impl<T: Default> Default for RwLock<T> {
-    fn default() -> RwLock<T> {
-        RwLock::new(T::default())
-    }
-}
-
-impl<T> From<T> for RwLock<T> {
-    fn from(value: T) -> RwLock<T> {
-        RwLock::new(value)
     }
 }
 
@@ -468,29 +430,5 @@ impl<T: ?Sized> Drop for RwLockWriteGuard<'_, T> {
         self.lock.poison.done(&self.poison);
         // SAFETY: the guard holds the write lock.
         unsafe { self.lock.raw.write_unlock() };
-    }
-}
-
-impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLockReadGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
-    }
-}
-
-impl<T: ?Sized + fmt::Display> fmt::Display for RwLockReadGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        (**self).fmt(f)
-    }
-}
-
-impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLockWriteGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&**self, f)
-    }
-}
-
-impl<T: ?Sized + fmt::Display> fmt::Display for RwLockWriteGuard<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        (**self).fmt(f)
     }
 }

@@ -66,34 +66,39 @@ impl<T> Sender<T> {
     pub fn send(&self, t: T) -> Result<(), SendError<T>> {
         self.chan
             .send(t, Wait::Never)
-            .map_err(|failure| match failure {
-                SendFailure::Disconnected(t) | SendFailure::Full(t) | SendFailure::Timeout(t) => {
-                    SendError(t)
+            .map_err(|failure| SendError(failure.into_value()))
+    }
+}
+
+/// `Clone` (one more sender counted), `Drop` (the last one disconnects the
+/// receiver) and `Debug` of a sending handle.
+macro_rules! sender_handle {
+    ($sender:ident) => {
+        impl<T> Clone for $sender<T> {
+            fn clone(&self) -> $sender<T> {
+                self.chan.add_sender();
+                $sender {
+                    chan: Arc::clone(&self.chan),
                 }
-            })
-    }
-}
-
-impl<T> Clone for Sender<T> {
-    fn clone(&self) -> Sender<T> {
-        self.chan.add_sender();
-        Sender {
-            chan: Arc::clone(&self.chan),
+            }
         }
-    }
+
+        impl<T> Drop for $sender<T> {
+            fn drop(&mut self) {
+                self.chan.drop_sender();
+            }
+        }
+
+        impl<T> fmt::Debug for $sender<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($sender)).finish_non_exhaustive()
+            }
+        }
+    };
 }
 
-impl<T> Drop for Sender<T> {
-    fn drop(&mut self) {
-        self.chan.drop_sender();
-    }
-}
-
-impl<T> fmt::Debug for Sender<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sender").finish_non_exhaustive()
-    }
-}
+sender_handle!(Sender);
+sender_handle!(SyncSender);
 
 /// The sending half of `sync_channel()` (as `std::sync::mpsc::SyncSender`).
 pub struct SyncSender<T> {
@@ -106,11 +111,7 @@ impl<T> SyncSender<T> {
     pub fn send(&self, t: T) -> Result<(), SendError<T>> {
         self.chan
             .send(t, Wait::Until(None))
-            .map_err(|failure| match failure {
-                SendFailure::Disconnected(t) | SendFailure::Full(t) | SendFailure::Timeout(t) => {
-                    SendError(t)
-                }
-            })
+            .map_err(|failure| SendError(failure.into_value()))
     }
 
     /// Sends `t` if that needs no waiting.
@@ -121,27 +122,6 @@ impl<T> SyncSender<T> {
                 SendFailure::Full(t) | SendFailure::Timeout(t) => TrySendError::Full(t),
                 SendFailure::Disconnected(t) => TrySendError::Disconnected(t),
             })
-    }
-}
-
-impl<T> Clone for SyncSender<T> {
-    fn clone(&self) -> SyncSender<T> {
-        self.chan.add_sender();
-        SyncSender {
-            chan: Arc::clone(&self.chan),
-        }
-    }
-}
-
-impl<T> Drop for SyncSender<T> {
-    fn drop(&mut self) {
-        self.chan.drop_sender();
-    }
-}
-
-impl<T> fmt::Debug for SyncSender<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SyncSender").finish_non_exhaustive()
     }
 }
 
