@@ -119,8 +119,12 @@ fn an_evicted_file_is_read_through_syscall_threads() {
     let dir = TempDir::new();
     let path = dir.join("evicted.bin");
     let data = pseudo_random(3 * MAX_CHUNK + 777);
-    let evicted = write_uncached(&path, &data);
+    // Probe RWF_NOWAIT support while the file is cached: on an evicted
+    // file the probe's EAGAIN still starts readahead, which could bring the
+    // pages back before the read under test.
+    std::fs::write(&path, &data).unwrap();
     let inline = nowait_reads_supported(&path);
+    let evicted = write_uncached(&path, &data);
 
     let rt = runtime();
     let p = path.clone();

@@ -1,5 +1,5 @@
-//! `fibra::net::{TcpListener, TcpStream}` under bad input and failures:
-//! connect/read/write timeouts, EOF in the middle of `read_exact`, a peer
+//! `fibra::net::{TcpListener, TcpStream}` under bad input and failures
+//! (timeouts are in tests/net_timeouts.rs): EOF in the middle of `read_exact`, a peer
 //! reset, a closed peer (`BrokenPipe`, no SIGPIPE; in a child process), a
 //! refused connection, EMFILE on accept (in a child process).
 
@@ -8,13 +8,13 @@ mod common;
 use std::io::{self, ErrorKind, IoSlice, Read, Write};
 use std::net::{self as stdnet, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    ChildSetup, LOCAL, SLACK, WATCHDOG, accept_queue, child_mode, full_backlog, join, listen, pair,
-    report, runtime, set_linger_zero, wait_for, watchdog, yield_until,
+    ChildSetup, LOCAL, SLACK, WATCHDOG, child_mode, join, listen, pair, report, runtime,
+    set_linger_zero, watchdog, yield_until,
 };
 use fibra::JoinHandle;
 use fibra::net::TcpStream;
@@ -23,150 +23,6 @@ const CHILD: ChildSetup = ChildSetup {
     timeout: Duration::from_secs(30),
     env: &[],
 };
-
-// ---------------------------------------------------------------------------
-// Timeouts
-
-fn assert_connect_times_out(addr: SocketAddr, timeout: Duration) {
-    let start = Instant::now();
-    let error = TcpStream::connect_timeout(&addr, timeout).expect_err("a SYN nobody answers");
-    let elapsed = start.elapsed();
-    assert_eq!(error.kind(), ErrorKind::TimedOut, "{error}");
-    assert!(
-        elapsed >= timeout && elapsed <= timeout + SLACK,
-        "connect_timeout({timeout:?}) gave up after {elapsed:?}"
-    );
-}
-
-#[test]
-fn connect_timeout_to_a_listener_dropping_syns_is_timed_out() {
-    const TIMEOUT: Duration = Duration::from_millis(300);
-    watchdog("connect_timeout", WATCHDOG, || {
-        let full = full_backlog();
-        let addr = full.addr;
-        // From a plain thread, then from a coroutine.
-        assert_connect_times_out(addr, TIMEOUT);
-        let rt = runtime(1, "nt-conn");
-        rt.block_on(move || assert_connect_times_out(addr, TIMEOUT));
-        // Once the queued connection is accepted, there is room again.
-        let (_accepted, _) = full.listener.accept().unwrap();
-        wait_for("the accept queue empties", SLACK, || {
-            accept_queue(&full.listener).0 == 0
-        });
-        let stream = rt.block_on(move || TcpStream::connect_timeout(&addr, SLACK));
-        stream.expect("connect once the queue has room");
-        assert_eq!(
-            TcpStream::connect_timeout(&addr, Duration::ZERO)
-                .expect_err("a zero timeout")
-                .kind(),
-            ErrorKind::InvalidInput
-        );
-    });
-}
-
-fn assert_read_times_out(stream: &TcpStream, timeout: Duration) {
-    stream.set_read_timeout(Some(timeout)).unwrap();
-    assert_eq!(stream.read_timeout().unwrap(), Some(timeout));
-    let start = Instant::now();
-    let error = (&*stream)
-        .read(&mut [0u8; 16])
-        .expect_err("nothing to read");
-    let elapsed = start.elapsed();
-    assert_eq!(error.kind(), ErrorKind::WouldBlock, "{error}");
-    assert!(
-        elapsed >= timeout && elapsed <= timeout + SLACK,
-        "a read with a {timeout:?} timeout gave up after {elapsed:?}"
-    );
-}
-
-#[test]
-fn read_timeout_gives_would_block_after_the_timeout_and_the_stream_still_works() {
-    const TIMEOUT: Duration = Duration::from_millis(150);
-    watchdog("read_timeout", WATCHDOG, || {
-        let rt = runtime(1, "nt-rdto");
-        let (client, server) = pair();
-        // A plain thread.
-        assert_read_times_out(&client, TIMEOUT);
-        // A coroutine, while another coroutine of the same worker keeps
-        // running (the wait parks, it does not block the worker).
-        let ticks = Arc::new(AtomicUsize::new(0));
-        let done = Arc::new(AtomicBool::new(false));
-        let ticker = {
-            let (ticks, done) = (Arc::clone(&ticks), Arc::clone(&done));
-            rt.spawn(move || {
-                while !done.load(Ordering::SeqCst) {
-                    ticks.fetch_add(1, Ordering::SeqCst);
-                    fibra::sleep(Duration::from_millis(5));
-                }
-            })
-        };
-        let client = rt.block_on(move || {
-            assert_read_times_out(&client, TIMEOUT);
-            client
-        });
-        done.store(true, Ordering::SeqCst);
-        join(ticker);
-        assert!(
-            ticks.load(Ordering::SeqCst) >= 2,
-            "the other coroutine ran during the wait"
-        );
-        // Data that arrives within the timeout is read.
-        (&server).write_all(b"late but in time").unwrap();
-        let mut buf = [0u8; 16];
-        rt.block_on(move || (&client).read_exact(&mut buf).map(|()| buf))
-            .map(|buf| assert_eq!(&buf, b"late but in time"))
-            .expect("read within the timeout");
-        assert_eq!(
-            server
-                .set_read_timeout(Some(Duration::ZERO))
-                .expect_err("zero")
-                .kind(),
-            ErrorKind::InvalidInput
-        );
-    });
-}
-
-/// Writes until a write fails; returns the bytes written and how long the
-/// failing write took.
-fn write_until_timeout(stream: &TcpStream, timeout: Duration) -> (usize, Duration) {
-    stream.set_write_timeout(Some(timeout)).unwrap();
-    assert_eq!(stream.write_timeout().unwrap(), Some(timeout));
-    let chunk = vec![0x5a_u8; 256 << 10];
-    let mut written = 0;
-    loop {
-        let start = Instant::now();
-        match (&*stream).write(&chunk) {
-            Ok(n) => written += n,
-            Err(error) => {
-                assert_eq!(error.kind(), ErrorKind::WouldBlock, "{error}");
-                return (written, start.elapsed());
-            }
-        }
-        assert!(written < 1 << 30, "wrote 1 GiB to a peer that never reads");
-    }
-}
-
-#[test]
-fn write_timeout_gives_would_block_when_the_peer_never_reads() {
-    const TIMEOUT: Duration = Duration::from_millis(150);
-    watchdog("write_timeout", WATCHDOG, || {
-        let rt = runtime(1, "nt-wrto");
-        for in_coroutine in [false, true] {
-            let (client, _server) = pair();
-            let (written, elapsed) = if in_coroutine {
-                rt.block_on(move || write_until_timeout(&client, TIMEOUT))
-            } else {
-                write_until_timeout(&client, TIMEOUT)
-            };
-            assert!(written > 0, "the buffers took something first");
-            assert!(
-                elapsed >= TIMEOUT && elapsed <= TIMEOUT + SLACK,
-                "a write with a {TIMEOUT:?} timeout gave up after {elapsed:?} \
-                 (in a coroutine: {in_coroutine})"
-            );
-        }
-    });
-}
 
 // ---------------------------------------------------------------------------
 // Bad input

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use common::{
     DropCounter, LOCAL, POLLS, SLACK, WATCHDOG, asleep_in, assert_cancelled, full_backlog, gettid,
     is_nonblocking, join, listen, pair, runtime, set_linger_zero, wait_for,
-    wait_until_workers_sleep, watchdog, yield_until,
+    wait_until_workers_sleep, watchdog, worker_tids, yield_until,
 };
 use fibra::JoinHandle;
 use fibra::net::{TcpListener, TcpStream};
@@ -534,19 +534,29 @@ fn coroutine_cancelled_by_runtime_drop_can_still_use_its_socket_in_destructors()
             })
         };
         wait_until_workers_sleep("nt-dtor", 1);
-        // The peer answers "ack" once it has read "bye" (a plain thread).
+        let worker = worker_tids("nt-dtor", 1)[0];
+        // The peer (a plain thread) answers "ack" once it has read "bye" and
+        // the worker sleeps again: the destructor's read has found nothing
+        // and parked (its coroutine is the worker's only one). So the
+        // destructor really waits on its socket while it unwinds from
+        // `Cancelled`: a second `Cancelled` raised at that park would abort.
         let peer = thread::spawn(move || {
             let mut bye = [0u8; 3];
             (&client).read_exact(&mut bye).expect("read bye");
             assert_eq!(&bye, b"bye");
+            wait_for(
+                "the destructor parks in its read (the worker sleeps)",
+                SLACK,
+                || asleep_in(worker, common::EPOLL_WAITS),
+            );
             (&client).write_all(b"ack").expect("answer");
             client
         });
         drop(rt);
         assert_cancelled("the reader", victim);
         let answer = answer.lock().unwrap().take().expect("the destructor ran");
+        drop(peer.join().expect("the peer saw the destructor park"));
         assert_eq!(&answer.expect("I/O in the destructor"), b"ack");
-        drop(peer.join().unwrap());
     });
 }
 
@@ -740,12 +750,16 @@ fn a_short_read_is_followed_by_data_sent_later_in_a_coroutine_and_on_a_thread() 
         assert_eq!(got, b"two");
         // On a plain thread no event bumps the sequence: the second read
         // must block in poll(2) and return the new data, not spin or hang.
+        // The writer sends only once this thread sleeps in poll.
         let (mut client, mut server) = rt.block_on(pair);
         client.write_all(b"one").unwrap();
         let mut buf = [0u8; 64];
         assert_eq!(server.read(&mut buf).unwrap(), 3);
+        let reader = gettid();
         let writer = thread::spawn(move || {
-            thread::sleep(Duration::from_millis(20));
+            wait_for("the reader blocks in poll", SLACK, || {
+                asleep_in(reader, POLLS)
+            });
             client.write_all(b"two").unwrap();
             client
         });

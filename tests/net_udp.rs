@@ -1,10 +1,9 @@
 //! `fibra::net::UdpSocket`, the `std::net::UdpSocket` mirror: datagrams
 //! round-trip between coroutines with exact contents and sender addresses
 //! (empty and maximum-size ones too), a connected socket talks to its peer
-//! only, a receive timeout is `WouldBlock` after the timeout and not long
-//! after, coroutines receiving on clones of one socket each get a datagram,
+//! only, coroutines receiving on clones of one socket each get a datagram,
 //! the socket works on a plain thread, and a std socket is adopted and
-//! given back in blocking mode.
+//! given back in blocking mode. (Timeouts: tests/net_timeouts.rs.)
 //!
 //! Every test runs under a watchdog: a lost wakeup fails it instead of
 //! hanging the suite.
@@ -159,53 +158,6 @@ fn a_connected_socket_talks_to_its_peer_only() {
         })
         .join()
         .unwrap();
-    });
-}
-
-#[test]
-fn a_receive_timeout_is_would_block_after_the_timeout() {
-    const TIMEOUT: Duration = Duration::from_millis(100);
-    let check = |socket: &UdpSocket| {
-        socket.set_read_timeout(Some(TIMEOUT)).unwrap();
-        assert_eq!(socket.read_timeout().unwrap(), Some(TIMEOUT));
-        let mut buf = [0u8; 8];
-        let start = Instant::now();
-        let error = socket.recv_from(&mut buf).unwrap_err();
-        let waited = start.elapsed();
-        assert_eq!(error.kind(), ErrorKind::WouldBlock, "{error}");
-        assert!(waited >= TIMEOUT, "gave up after {waited:?}");
-        assert!(waited < TIMEOUT + Duration::from_secs(2), "took {waited:?}");
-        let start = Instant::now();
-        assert_eq!(
-            socket.recv(&mut buf).unwrap_err().kind(),
-            ErrorKind::WouldBlock
-        );
-        assert!(start.elapsed() >= TIMEOUT);
-    };
-    watchdog("udp-timeout", WATCHDOG, move || {
-        // In a coroutine, and on a plain thread.
-        fibra::spawn(move || check(&UdpSocket::bind(localhost()).unwrap()))
-            .join()
-            .unwrap();
-        check(&UdpSocket::bind(localhost()).unwrap());
-
-        let socket = UdpSocket::bind(localhost()).unwrap();
-        assert_eq!(
-            socket
-                .set_read_timeout(Some(Duration::ZERO))
-                .unwrap_err()
-                .kind(),
-            ErrorKind::InvalidInput
-        );
-        socket.set_write_timeout(Some(TIMEOUT)).unwrap();
-        assert_eq!(socket.write_timeout().unwrap(), Some(TIMEOUT));
-        socket.set_read_timeout(None).unwrap();
-        assert_eq!(socket.read_timeout().unwrap(), None);
-        // A clone starts with the same timeouts.
-        assert_eq!(
-            socket.try_clone().unwrap().write_timeout().unwrap(),
-            Some(TIMEOUT)
-        );
     });
 }
 

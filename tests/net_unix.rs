@@ -6,8 +6,8 @@
 //! process), `connect` waits while the listener's backlog is full,
 //! datagrams round-trip with their paths (beyond the receiver's queue
 //! length, and while other senders fill it), a read parked while another
-//! coroutine shuts the socket down wakes with end of file, timeouts are
-//! `WouldBlock`, and errors are std's.
+//! coroutine shuts the socket down wakes with end of file, and errors are
+//! std's. (Timeouts: tests/net_timeouts.rs.)
 //!
 //! Every test runs under a watchdog, in its own directory under
 //! `std::env::temp_dir()`, removed when the test ends.
@@ -25,7 +25,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ChildSetup, TempDir, WATCHDOG, child_mode, pseudo_random, report, runtime, watchdog};
+use common::{
+    ChildSetup, TempDir, WATCHDOG, child_mode, fill_unix_datagram_receiver, pseudo_random, report,
+    runtime, watchdog,
+};
 use fibra::net::{UnixDatagram, UnixListener, UnixStream};
 
 /// How this file's children run.
@@ -376,43 +379,6 @@ fn a_read_parked_while_another_coroutine_shuts_the_socket_down_wakes_with_eof() 
     });
 }
 
-#[test]
-fn stream_timeouts_are_would_block() {
-    const TIMEOUT: Duration = Duration::from_millis(100);
-    watchdog("unix-stream-timeout", WATCHDOG, || {
-        fibra::spawn(|| {
-            let (a, _b) = UnixStream::pair().unwrap();
-            a.set_read_timeout(Some(TIMEOUT)).unwrap();
-            assert_eq!(a.read_timeout().unwrap(), Some(TIMEOUT));
-            let start = Instant::now();
-            let error = (&a).read(&mut [0u8; 4]).unwrap_err();
-            let waited = start.elapsed();
-            assert_eq!(error.kind(), ErrorKind::WouldBlock, "{error}");
-            assert!(waited >= TIMEOUT && waited < TIMEOUT + Duration::from_secs(2));
-
-            a.set_write_timeout(Some(TIMEOUT)).unwrap();
-            assert_eq!(
-                a.try_clone().unwrap().write_timeout().unwrap(),
-                Some(TIMEOUT)
-            );
-            let start = Instant::now();
-            let error = (&a).write_all(&vec![0u8; 8 << 20]).unwrap_err();
-            assert_eq!(error.kind(), ErrorKind::WouldBlock, "{error}");
-            assert!(start.elapsed() >= TIMEOUT);
-
-            a.set_nonblocking(true).unwrap();
-            let start = Instant::now();
-            assert_eq!(
-                (&a).read(&mut [0u8; 4]).unwrap_err().kind(),
-                ErrorKind::WouldBlock
-            );
-            assert!(start.elapsed() < TIMEOUT);
-        })
-        .join()
-        .unwrap();
-    });
-}
-
 // ---------------------------------------------------------------------------
 // Listeners and addresses
 
@@ -657,22 +623,6 @@ fn a_burst_beyond_the_receivers_queue_arrives_in_order_and_exactly() {
     });
 }
 
-/// Fills the receiver at `path` with datagrams from a std socket (which
-/// the kernel then refuses with `WouldBlock`); returns them in order.
-fn fill_from_another_sender(path: &Path) -> Vec<Vec<u8>> {
-    let filler = std::os::unix::net::UnixDatagram::unbound().unwrap();
-    filler.set_nonblocking(true).unwrap();
-    let mut sent = Vec::new();
-    loop {
-        let bytes = format!("filler {}", sent.len()).into_bytes();
-        match filler.send_to(&bytes, path) {
-            Ok(_) => sent.push(bytes),
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return sent,
-            Err(e) => panic!("filling the receiver: {e}"),
-        }
-    }
-}
-
 #[test]
 fn send_to_a_receiver_full_of_other_senders_datagrams_waits_until_it_drains() {
     let dir = TempDir::new();
@@ -683,7 +633,7 @@ fn send_to_a_receiver_full_of_other_senders_datagrams_waits_until_it_drains() {
         let rt = runtime(1, "unix-full");
         rt.block_on(move || {
             let receiver = UnixDatagram::bind(&path).unwrap();
-            let filled = fill_from_another_sender(&path);
+            let filled = fill_unix_datagram_receiver(&path);
             assert!(filled.len() >= 2, "queue of {}", filled.len());
             let sending = Arc::new(AtomicBool::new(false));
             let sender = fibra::spawn({
@@ -709,52 +659,5 @@ fn send_to_a_receiver_full_of_other_senders_datagrams_waits_until_it_drains() {
             assert_eq!(&buf[..n], b"waited");
             assert_eq!(sender.join().unwrap(), 6);
         });
-    });
-}
-
-/// A receive times out on `receiver`, and so does a send to it while
-/// another sender keeps it full; both with `WouldBlock`, after the timeout
-/// and not long after.
-fn check_datagram_timeouts(receiver: &UnixDatagram, path: &Path) {
-    const TIMEOUT: Duration = Duration::from_millis(100);
-    let within = |start: Instant| {
-        let waited = start.elapsed();
-        assert!(waited >= TIMEOUT, "gave up after {waited:?}");
-        assert!(waited < TIMEOUT + Duration::from_secs(2), "took {waited:?}");
-    };
-    receiver.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let start = Instant::now();
-    let error = receiver.recv_from(&mut [0u8; 4]).unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::WouldBlock, "{error}");
-    within(start);
-
-    let filled = fill_from_another_sender(path);
-    let sender = UnixDatagram::unbound().unwrap();
-    sender.set_write_timeout(Some(TIMEOUT)).unwrap();
-    let start = Instant::now();
-    let error = sender.send_to(b"no room", path).unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::WouldBlock, "{error}");
-    within(start);
-    for expected in &filled {
-        let mut buf = [0u8; 32];
-        let n = receiver.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], &expected[..]);
-    }
-}
-
-#[test]
-fn datagram_timeouts_are_would_block() {
-    let dir = TempDir::new();
-    let path = dir.join("timeouts.sock");
-    watchdog("unix-dgram-timeout", WATCHDOG, move || {
-        let receiver = UnixDatagram::bind(&path).unwrap();
-        // In a coroutine, then on a plain thread.
-        let (receiver, path) = fibra::spawn(move || {
-            check_datagram_timeouts(&receiver, &path);
-            (receiver, path)
-        })
-        .join()
-        .unwrap();
-        check_datagram_timeouts(&receiver, &path);
     });
 }

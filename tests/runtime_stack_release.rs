@@ -28,44 +28,57 @@ fn dropping_runtime_unmaps_pooled_stacks_of_finished_coroutines() {
                 .build()
                 .expect("start the runtime");
             // All alive at once: each waits until every one has started, so
-            // each needs a stack of its own.
+            // each needs a stack of its own. Spawned from a coroutine of the
+            // only worker, so that none runs before the spawning is done.
             let started = Arc::new(AtomicUsize::new(0));
-            let handles: Vec<_> = (0..COROUTINES)
-                .map(|i| {
-                    let started = Arc::clone(&started);
-                    rt.spawn(move || {
-                        started.fetch_add(1, Ordering::SeqCst);
-                        while started.load(Ordering::SeqCst) < COROUTINES {
-                            fibra::yield_now();
-                        }
-                        i + 1
+            let mapped_by_spawning = rt.block_on(|| {
+                let start = stats().mappings_created;
+                let handles: Vec<_> = (0..COROUTINES)
+                    .map(|i| {
+                        let started = Arc::clone(&started);
+                        fibra::spawn(move || {
+                            started.fetch_add(1, Ordering::SeqCst);
+                            while started.load(Ordering::SeqCst) < COROUTINES {
+                                fibra::yield_now();
+                            }
+                            i + 1
+                        })
                     })
-                })
-                .collect();
-            let spawned = stats();
+                    .collect();
+                let mapped = stats().mappings_created - start;
+                for (i, handle) in handles.into_iter().enumerate() {
+                    assert_eq!(handle.join().unwrap(), i + 1);
+                }
+                mapped
+            });
             assert_eq!(
-                spawned.mappings_created, before.mappings_created,
+                mapped_by_spawning, 0,
                 "spawning maps no stack: a coroutine gets one when it first runs"
             );
-            for (i, handle) in handles.into_iter().enumerate() {
-                assert_eq!(handle.join().unwrap(), i + 1);
-            }
+            // block_on returned once its result was delivered; its own
+            // coroutine finishes (and gives its stack back) just after.
+            common::wait_for(
+                "the block_on coroutine's stack is pooled",
+                Duration::from_secs(10),
+                || stats().pooled == before.pooled + COROUTINES + 1,
+            );
             let finished = stats();
+            // One per coroutine alive at once, and the block_on coroutine's.
             assert_eq!(
                 finished.mappings_created - before.mappings_created,
-                COROUTINES,
+                COROUTINES + 1,
                 "one stack mapped per coroutine alive at once"
             );
             assert_eq!(
                 finished.mappings_released, before.mappings_released,
                 "finished coroutines' stacks are pooled, not unmapped, while the worker runs"
             );
-            assert_eq!(finished.pooled, before.pooled + COROUTINES);
+            assert_eq!(finished.pooled, before.pooled + COROUTINES + 1);
             drop(rt);
             let after = stats();
             assert_eq!(
                 after.mappings_released - before.mappings_released,
-                COROUTINES,
+                COROUTINES + 1,
                 "the worker's cache and the shared pool are unmapped when the runtime goes"
             );
             assert_eq!(after.pooled, before.pooled);

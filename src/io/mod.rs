@@ -13,8 +13,8 @@
 //!
 //! # Why one epoll per worker
 //!
-//! A started coroutine never leaves its home worker (DESIGN, "Home
-//! worker"), so an fd is registered on the epoll of the worker whose
+//! A started coroutine never leaves its home worker (src/runtime/worker.rs,
+//! "Home worker"), so an fd is registered on the epoll of the worker whose
 //! coroutine first waits on it: its readiness event is read by the very
 //! thread that will run the coroutine, which joins the local run queue with
 //! no cross-thread hand-off, no lock shared between workers and no eventfd

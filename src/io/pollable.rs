@@ -5,6 +5,14 @@
 //! and, on `WouldBlock`, parks the coroutine until the poller reports the fd
 //! ready (src/io/source.rs). Used from a plain thread, it blocks that thread
 //! in `poll(2)` instead.
+//!
+//! Unlike the `fibra::net` sockets, which pass `MSG_DONTWAIT` on every
+//! call, a `Pollable` relies on the fd's `O_NONBLOCK`: the operation is the
+//! caller's (`T::read`, a closure), so there is no flag to add to it. A
+//! check of the mode before each operation (`F_GETFL`, ≈ 0.17 µs here, as
+//! much as half of a failing read) would tax every operation to guard
+//! against another holder of the file switching it back to blocking mode;
+//! the type documents that instead.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -17,7 +25,14 @@ use super::source::{Direction, Source, poll_now};
 /// `new` puts the fd in non-blocking mode. That flag belongs to the open
 /// file description, so it also applies to duplicates of the fd (and to
 /// other processes sharing it: think twice before wrapping an inherited
-/// terminal; `fibra::io::stdin` does not, for that reason).
+/// terminal; `fibra::io::stdin` does not, for that reason). Pollable
+/// relies on the flag: it runs your operation (`read`, `read_with`, ...)
+/// as it is, with no per-call `MSG_DONTWAIT` to add, so if a holder of a
+/// duplicate switches the description back to blocking mode (std's
+/// `set_nonblocking(false)`, `into_inner` of a second `Pollable` on a
+/// duplicate, another process), an operation that finds nothing ready
+/// blocks the worker. Give each `Pollable` a file of its own, or use the
+/// `fibra::net` types for sockets, which never depend on the flag.
 /// Regular files and directories cannot be polled (epoll refuses them):
 /// waiting on one gives `ErrorKind::Unsupported`; use `fibra::fs`.
 ///

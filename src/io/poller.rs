@@ -232,11 +232,11 @@ impl Poller {
         }
     }
 
-    /// Adds `fd` to the epoll set, edge-triggered for both directions, with
-    /// `state` as its data.
+    /// Adds `fd` to the epoll set for `FdState::EPOLL_EVENTS` (edge-triggered,
+    /// both directions), with `state` as its data.
     pub fn register(&self, fd: RawFd, state: &Arc<FdState>) -> io::Result<()> {
         let mut event = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
+            events: FdState::EPOLL_EVENTS,
             u64: Arc::as_ptr(state) as usize as u64,
         };
         // SAFETY: `event` is a valid epoll_event; epoll_ctl only reads it.

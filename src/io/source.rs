@@ -32,6 +32,51 @@
 //! deregisters it.
 //!
 //! On a plain thread (not a coroutine) a wait is `poll(2)` on the fd.
+//!
+//! # Short stream reads (one `recv` saved per request)
+//!
+//! A stream read that returns fewer bytes than asked for normally emptied
+//! the receive queue, so the next read would fail with `EAGAIN`: it parks
+//! at once instead (`read_stream`; nginx's `ready = 0` after a short
+//! `recv`). The invariant that makes this safe: *a short read is trusted
+//! only if the queue was empty when it returned, or an event after the
+//! sequence number read before it is still to come.* Data arriving after
+//! the read raises a new edge, which bumps the number and ends the wait.
+//! The kernel also stops a stream read early, with data still queued and
+//! no new edge to come, in three cases, each handled here:
+//!
+//! - a hang-up or error: an event reporting it (`EPOLLRDHUP`, `EPOLLHUP`,
+//!   `EPOLLERR`) may be the one that also brought the data just read, and
+//!   none follows it;
+//! - TCP urgent data (`MSG_OOB`): a read stops at the urgent mark, with
+//!   the data behind the mark queued. The socket is registered for
+//!   `EPOLLPRI`, which the kernel reports from the moment the urgent byte
+//!   arrives until a read passes the mark. So if a read that stopped at
+//!   the mark started from the sequence number of an event collected after
+//!   the urgent byte came, that event said `EPOLLPRI` (and the flag below
+//!   was set before the number moved); if the event was collected before,
+//!   the urgent byte's own event is still to come and ends the wait;
+//! - a Unix-stream chunk that carried ancillary data: the kernel ends a
+//!   read with the chunk that carried file descriptors (`SCM_RIGHTS`), and
+//!   with `SO_PASSCRED` it never joins chunks from different writers.
+//!   Reads from a Unix stream use `recvmsg`, and the kernel sets
+//!   `MSG_CTRUNC` on such a read (there is no control buffer to take the
+//!   data): that one read is not trusted.
+//!
+//! The first two are sticky (`FdState::short_reads_distrusted`): such a
+//! connection is near its end, or uses urgent data, which almost nothing
+//! does (RFC 6093 advises new applications against it), so it loses the
+//! saving for the rest of its life. Rejected: `SIOCATMARK` after every
+//! short read (an `ioctl` per request costs what the saved `recv` did),
+//! and no shortcut at all on Unix streams: every Unix-socket server would
+//! pay a failing `recv` per request (≈ 0.31 µs on the project's 2-vCPU
+//! VM), where `recvmsg` costs ≈ 0.12–0.15 µs more than `recvfrom`
+//! (64-byte reads, pinned, medians of 41 rounds; see BENCHMARKS.md). One
+//! case stays open: a program that takes the urgent byte itself (`recv` with
+//! `MSG_OOB` on the raw fd) before any event reported it clears the
+//! kernel's `EPOLLPRI` while reads still stop at the mark; such a program
+//! should put the socket in non-blocking mode (`set_nonblocking(true)`),
+//! which never skips a `recv`.
 
 use std::collections::VecDeque;
 use std::io;
@@ -68,8 +113,10 @@ pub(crate) struct FdState {
     /// `drained_mark(seq)` when a short stream read at read sequence `seq`
     /// emptied the receive queue (see `Source::read_stream`); 0 if unknown.
     drained_at: AtomicU64,
-    /// An event reported the peer's hang-up or an error (see `ready`).
-    hung_up: AtomicBool,
+    /// An event reported the peer's hang-up, an error or TCP urgent data:
+    /// from then on a short read does not prove the receive queue empty
+    /// (see "Short stream reads"). Set before the event's sequence bump.
+    short_reads_distrusted: AtomicBool,
     waiting: Mutex<Waiting>,
 }
 
@@ -80,6 +127,12 @@ struct Waiting {
 }
 
 impl FdState {
+    /// The events an fd is registered for, edge-triggered: both
+    /// directions, the peer's hang-up, and TCP urgent data (`EPOLLPRI`, see
+    /// "Short stream reads"). `EPOLLERR` and `EPOLLHUP` come unasked.
+    pub const EPOLL_EVENTS: u32 =
+        (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLPRI | libc::EPOLLET) as u32;
+
     fn lock(&self) -> MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -93,14 +146,18 @@ impl FdState {
     /// Called by the poller for an epoll event: wakes the waiters of each
     /// direction the event concerns.
     pub fn ready(&self, events: u32) {
-        let read = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        let read =
+            (libc::EPOLLIN | libc::EPOLLPRI | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR)
+                as u32;
         let write = (libc::EPOLLOUT | libc::EPOLLHUP | libc::EPOLLERR) as u32;
         let mut waiting = self.lock();
-        let hangup = (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
-        if events & hangup != 0 {
+        let distrust = (libc::EPOLLPRI | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+        if events & distrust != 0 {
             // Sticky: from now on a short read proves nothing (the next read
-            // returns end of file or the error, and no new edge will come).
-            self.hung_up.store(true, Ordering::Relaxed);
+            // returns end of file, the error or the data behind the urgent
+            // mark, and no new edge will come). Stored before the bump below
+            // (Release), so a reader that sees the new number sees this too.
+            self.short_reads_distrusted.store(true, Ordering::Relaxed);
         }
         for (direction, mask) in [(Direction::Read, read), (Direction::Write, write)] {
             if events & mask != 0 {
@@ -130,7 +187,7 @@ impl Source {
             state: Arc::new(FdState {
                 seq: [AtomicU32::new(0), AtomicU32::new(0)],
                 drained_at: AtomicU64::new(0),
-                hung_up: AtomicBool::new(false),
+                short_reads_distrusted: AtomicBool::new(false),
                 waiting: Mutex::new(Waiting {
                     poller: None,
                     queues: [Waiters::default(), Waiters::default()],
@@ -174,21 +231,23 @@ impl Source {
     /// which skips a doomed system call: a read that returns fewer bytes
     /// than asked for (but not 0, end of file) emptied the socket's receive
     /// queue, so until the next read event the next read would fail with
-    /// `EAGAIN`; it parks at once instead. Data that arrives after the short
-    /// read raises a new edge-triggered event, which bumps the sequence
-    /// number, so nothing is missed. Not once an event has reported the
-    /// peer's hang-up or an error: that state raises no further edge, and
-    /// may have come in the same event as the data just read. (nginx's
-    /// `ready = 0` after a short `recv`, unless `pending_eof`, is the same
-    /// idea.) Saves one `recv` per request in a request/response server.
+    /// `EAGAIN`; it parks at once instead. `op` returns the byte count and
+    /// whether the kernel said it ended the read early with data left
+    /// (`MSG_CTRUNC`: a chunk with ancillary data); such a read, and every
+    /// read once an event reported a hang-up, an error or urgent data,
+    /// proves nothing. See "Short stream reads" in the module docs. Saves
+    /// one `recv` per request in a request/response server.
     #[inline]
     pub fn read_stream(
         &self,
         timeout: Option<Duration>,
         len: usize,
-        op: impl FnMut() -> io::Result<usize>,
+        op: impl FnMut() -> io::Result<(usize, bool)>,
     ) -> io::Result<usize> {
-        self.retry(Direction::Read, timeout, op, |&n| n > 0 && n < len)
+        self.retry(Direction::Read, timeout, op, |&(n, ended_early)| {
+            n > 0 && n < len && !ended_early
+        })
+        .map(|(n, _)| n)
     }
 
     #[inline]
@@ -211,7 +270,9 @@ impl Source {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Ok(value) => {
-                        if drained(&value) && !self.state.hung_up.load(Ordering::Relaxed) {
+                        if drained(&value)
+                            && !self.state.short_reads_distrusted.load(Ordering::Relaxed)
+                        {
                             self.state
                                 .drained_at
                                 .store(drained_mark(seq), Ordering::Relaxed);

@@ -20,6 +20,20 @@
 //! Writes never raise SIGPIPE (they use `MSG_NOSIGNAL`): writing to a
 //! closed peer is an `EPIPE` error (`ErrorKind::BrokenPipe`).
 //!
+//! # A file switched back to blocking mode
+//!
+//! `O_NONBLOCK` belongs to the open file description, which a socket shares
+//! with its duplicates: a `try_clone` twin converted into a std socket
+//! clears it for both (std code expects a blocking socket), and so can any
+//! other holder of a duplicate. No call of a fibra socket relies on the
+//! flag, so none blocks its worker then: reads, receives, peeks, writes
+//! and sends pass `MSG_DONTWAIT` (sys.rs); `accept`, which has no such
+//! flag, reads the mode first and in blocking mode accepts only what
+//! `poll` says is queued (`sys::accept`); `connect` runs on a socket just
+//! created, which nobody else holds yet. (`fibra::io::Pollable` runs the
+//! caller's own operation, to which it cannot add a flag: it relies on the
+//! mode; see its docs.)
+//!
 //! Name resolution (`ToSocketAddrs` with a host name) runs on the syscall
 //! threads (`fibra::blocking`), never on a worker; socket addresses and IP
 //! addresses resolve in place.
@@ -99,11 +113,12 @@ macro_rules! conversions {
 
 /// `Read` and `Write` for a stream socket type and for shared references to
 /// it (so one coroutine may read while another writes), as std's stream
-/// types have. Reads park without a doomed `recv` after a short read
-/// (`SocketIo::read_stream`); writes pass `MSG_NOSIGNAL`, so a closed peer
-/// is `BrokenPipe`, never SIGPIPE.
+/// types have. Reads call `$recv` (a `sys` stream read, which tells whether
+/// the kernel ended the read early) and park without a doomed `recv` after
+/// a short read (`SocketIo::read_stream`); writes pass `MSG_NOSIGNAL`, so a
+/// closed peer is `BrokenPipe`, never SIGPIPE.
 macro_rules! stream_read_write {
-    ($fibra:ident) => {
+    ($fibra:ident, $recv:path) => {
         impl Read for $fibra {
             #[inline]
             fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -119,7 +134,7 @@ macro_rules! stream_read_write {
             #[inline]
             fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
                 self.io
-                    .read_stream(buf.len(), |s| sys::recv(s.as_raw_fd(), buf, 0))
+                    .read_stream(buf.len(), |s| $recv(s.as_raw_fd(), buf))
             }
 
             fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
@@ -271,10 +286,9 @@ impl<T: AsRawFd> SocketIo<T> {
 
     /// Unwraps the std socket, deregistered and back in blocking mode (what
     /// std code expects of it). The mode belongs to the open file
-    /// description, so fibra clones (`try_clone`) of the socket see it too:
-    /// their reads, writes and sends are unaffected (they pass
-    /// `MSG_DONTWAIT`), but an `accept` on a listener's clone would then
-    /// block its worker.
+    /// description, so fibra clones (`try_clone`) of the socket see it too;
+    /// they still never block their worker (see "A file switched back to
+    /// blocking mode" in the module docs).
     pub fn into_blocking(self) -> T {
         let SocketIo { source, inner, .. } = self;
         drop(source);
@@ -321,10 +335,10 @@ impl<T: AsRawFd> SocketIo<T> {
     pub fn read_stream(
         &self,
         len: usize,
-        mut op: impl FnMut(&T) -> io::Result<usize>,
+        mut op: impl FnMut(&T) -> io::Result<sys::StreamRead>,
     ) -> io::Result<usize> {
         if self.nonblocking.load(Ordering::Relaxed) {
-            return op(&self.inner);
+            return op(&self.inner).map(|(n, _)| n);
         }
         let timeout = load_timeout(&self.read_timeout);
         self.source.read_stream(timeout, len, || op(&self.inner))

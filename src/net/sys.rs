@@ -156,9 +156,22 @@ pub(crate) fn accept(fd: RawFd) -> io::Result<(OwnedFd, libc::sockaddr_storage)>
 /// `accept4` with `SOCK_NONBLOCK | SOCK_CLOEXEC`, the peer's address read
 /// into an `A` as the kernel wrote it, and that address's length.
 ///
+/// `accept4` has no per-call `MSG_DONTWAIT`: it blocks if the listener's
+/// open file description has lost `O_NONBLOCK` (a `try_clone` twin given
+/// back to std clears it for both; so can any other holder of a
+/// duplicate). So the mode is read first (`F_GETFL`: ≈ 0.17 µs added to
+/// an `accept4` of ≈ 2.3–2.7 µs, see BENCHMARKS.md), and in blocking mode
+/// `accept4` is called only when `poll` says a connection is queued, else
+/// the caller parks as on `EAGAIN`. What remains: another thread accepting
+/// through the blocking twin may take that connection between the `poll`
+/// and the `accept4`.
+///
 /// # Safety
 /// `A` must be a libc socket address type: plain old data, valid all zero.
 unsafe fn accept_as<A>(fd: RawFd) -> io::Result<(OwnedFd, A, libc::socklen_t)> {
+    if !is_nonblocking(fd)? && !crate::io::poll_now(fd, crate::io::Direction::Read)? {
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
     let mut addr = MaybeUninit::<A>::zeroed();
     let mut len = mem::size_of::<A>() as libc::socklen_t;
     // SAFETY: accept4 writes at most `len` bytes of address into `addr`; a
@@ -173,6 +186,13 @@ unsafe fn accept_as<A>(fd: RawFd) -> io::Result<(OwnedFd, A, libc::socklen_t)> {
         ))?;
         Ok((OwnedFd::from_raw_fd(new), addr.assume_init(), len))
     }
+}
+
+/// Whether `O_NONBLOCK` is set on `fd`'s open file description.
+fn is_nonblocking(fd: RawFd) -> io::Result<bool> {
+    // SAFETY: F_GETFL reads the status flags of an open fd; no memory.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    Ok(flags & libc::O_NONBLOCK != 0)
 }
 
 /// Sets an integer socket option.
@@ -290,16 +310,48 @@ pub(crate) fn recv(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<
     } as isize)
 }
 
-/// Scattered `recv` (`recvmsg`), non-blocking.
-pub(crate) fn recv_vectored(fd: RawFd, bufs: &mut [std::io::IoSliceMut<'_>]) -> io::Result<usize> {
+/// What a stream read returned: the byte count, and whether the kernel
+/// said it ended the read early with data still queued (`MSG_CTRUNC`, see
+/// `recv_vectored`). `Source::read_stream` trusts a short read only
+/// without the second.
+pub(crate) type StreamRead = (usize, bool);
+
+/// `recv(2)` from a TCP stream, non-blocking. TCP carries no ancillary
+/// data, so the kernel never reports a read ended early (a read stopped at
+/// the urgent mark is told by the poller's `EPOLLPRI`: see
+/// src/io/source.rs).
+#[inline]
+pub(crate) fn recv_tcp_stream(fd: RawFd, buf: &mut [u8]) -> io::Result<StreamRead> {
+    recv(fd, buf, 0).map(|n| (n, false))
+}
+
+/// `recvmsg(2)` from a Unix stream into `buf`, non-blocking; see
+/// `recv_vectored`.
+#[inline]
+pub(crate) fn recv_unix_stream(fd: RawFd, buf: &mut [u8]) -> io::Result<StreamRead> {
+    recv_vectored(fd, &mut [std::io::IoSliceMut::new(buf)])
+}
+
+/// Scattered `recv` (`recvmsg`), non-blocking, without a control buffer.
+/// A Unix-stream read ends with a chunk that carried ancillary data (file
+/// descriptors; with `SO_PASSCRED`, a change of writer) even when more is
+/// queued; the kernel then drops that data, as std's `read` does, and
+/// sets `MSG_CTRUNC`, returned here as "ended early".
+pub(crate) fn recv_vectored(
+    fd: RawFd,
+    bufs: &mut [std::io::IoSliceMut<'_>],
+) -> io::Result<StreamRead> {
     // SAFETY: msghdr is plain old data; zero is a valid empty header.
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     // IoSliceMut is guaranteed ABI-compatible with iovec on Unix.
     msg.msg_iov = bufs.as_mut_ptr() as *mut libc::iovec;
     msg.msg_iovlen = bufs.len().min(libc::c_int::MAX as usize) as _;
-    // SAFETY: `msg` points to `bufs`, which outlive the call; recvmsg
-    // writes at most their lengths into them.
-    cvt_len(unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) })
+    // SAFETY: recvmsg(fd, &msg, flags): `msg` points to `bufs`, which
+    // outlive the call; the kernel writes at most their lengths into them
+    // and the result flags into `msg`. (The raw system call, as for `recv`.)
+    let n = unsafe { libc::syscall(libc::SYS_recvmsg, fd, &raw mut msg, libc::MSG_DONTWAIT) };
+    let n = cvt_len(n as isize)?;
+    Ok((n, msg.msg_flags & libc::MSG_CTRUNC != 0))
 }
 
 /// `recvfrom(2)` with `flags`, non-blocking: the byte count and the
@@ -309,22 +361,38 @@ pub(crate) fn recv_from(
     buf: &mut [u8],
     flags: libc::c_int,
 ) -> io::Result<(usize, SocketAddr)> {
-    // SAFETY: sockaddr_storage is plain old data; all zeroes is valid.
-    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let mut len = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: sockaddr_storage is a libc sockaddr type.
+    let (n, storage, _) = unsafe { recv_from_as::<libc::sockaddr_storage>(fd, buf, flags) }?;
+    Ok((n, from_sockaddr(&storage)?))
+}
+
+/// `recvfrom(2)` with `flags | MSG_DONTWAIT`: the byte count, and the
+/// sender's address read into an `A` as the kernel wrote it, with its
+/// length.
+///
+/// # Safety
+/// `A` must be a libc socket address type: plain old data, valid all zero.
+unsafe fn recv_from_as<A>(
+    fd: RawFd,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<(usize, A, libc::socklen_t)> {
+    let mut addr = MaybeUninit::<A>::zeroed();
+    let mut len = mem::size_of::<A>() as libc::socklen_t;
     // SAFETY: recvfrom writes at most `buf.len()` bytes into `buf` and at
-    // most `len` bytes of address into `storage`.
-    let n = cvt_len(unsafe {
-        libc::recvfrom(
+    // most `len` bytes of address into `addr`. A zeroed `A` is valid (the
+    // caller's promise), whatever part the kernel wrote.
+    unsafe {
+        let n = cvt_len(libc::recvfrom(
             fd,
             buf.as_mut_ptr().cast(),
             buf.len(),
             flags | libc::MSG_DONTWAIT,
-            (&raw mut storage).cast(),
+            addr.as_mut_ptr().cast(),
             &mut len,
-        )
-    })?;
-    Ok((n, from_sockaddr(&storage)?))
+        ))?;
+        Ok((n, addr.assume_init(), len))
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -462,6 +530,19 @@ pub(crate) fn send_to_unix(fd: RawFd, buf: &[u8], addr: &UnixSockaddr) -> io::Re
 pub(crate) fn accept_unix(fd: RawFd) -> io::Result<(OwnedFd, libc::sockaddr_un, libc::socklen_t)> {
     // SAFETY: sockaddr_un is a libc sockaddr type.
     unsafe { accept_as::<libc::sockaddr_un>(fd) }
+}
+
+/// `recvfrom(2)` on a Unix-domain datagram socket, non-blocking: the byte
+/// count and the sender's address (unnamed if it was not bound, or bound
+/// to a path std cannot hold: the datagram is not lost for that).
+pub(crate) fn recv_from_unix(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, UnixAddr)> {
+    // SAFETY: sockaddr_un is a libc sockaddr type.
+    let (n, addr, len) = unsafe { recv_from_as::<libc::sockaddr_un>(fd, buf, 0) }?;
+    let from = match unix_addr_from_raw(&addr, len) {
+        Ok(from) => from,
+        Err(_) => unnamed_unix_addr()?,
+    };
+    Ok((n, from))
 }
 
 /// The std `SocketAddr` of a `sockaddr_un` of `len` bytes the kernel wrote

@@ -213,7 +213,7 @@ fn connect_one(addr: &SocketAddr, timeout: Option<Duration>) -> io::Result<TcpSt
     Ok(stream)
 }
 
-stream_read_write!(TcpStream);
+stream_read_write!(TcpStream, sys::recv_tcp_stream);
 
 // ---------------------------------------------------------------------------
 // Conversions

@@ -3,9 +3,9 @@
 //!
 //! A socket is created non-blocking and close-on-exec (`sys::socket`) and
 //! bound with `bind(2)` on that fd, so no call ever blocks a worker. Sends
-//! and receives try std's call on the non-blocking socket (std sends with
-//! `MSG_NOSIGNAL`) and park on `EAGAIN` until the worker's epoll reports
-//! the socket ready (see `SocketIo`). An event wakes every coroutine
+//! and receives try the system call with `MSG_DONTWAIT` (sends also with
+//! `MSG_NOSIGNAL`; see sys.rs) and park on `EAGAIN` until the worker's
+//! epoll reports the socket ready (see `SocketIo`). An event wakes every coroutine
 //! waiting on the socket, so several may receive on one socket (or on its
 //! clones): each datagram goes to exactly one of them, the others wait
 //! again.

@@ -9,8 +9,13 @@
 //! socket ready (see `SocketIo`). Writes and sends go through
 //! `sys::send`/`sys::send_to_unix` with `MSG_NOSIGNAL`, so a closed peer is
 //! `BrokenPipe` and never SIGPIPE whatever std's own calls do (a plain
-//! `write(2)` would raise it). The peer address `accept4` reports becomes
-//! std's `SocketAddr` without another system call (`sys::unix_addr_from_raw`).
+//! `write(2)` would raise it); every call passes `MSG_DONTWAIT` (or, for
+//! `accept`, checks the mode), so none blocks the worker when a std twin
+//! has made the file blocking (see mod.rs). Stream reads use `recvmsg`,
+//! whose `MSG_CTRUNC` tells a read the kernel ended at a chunk carrying
+//! file descriptors (see src/io/source.rs, "Short stream reads"). The
+//! peer address `accept4` reports becomes std's `SocketAddr` without
+//! another system call (`sys::unix_addr_from_raw`).
 //! `bind` and `connect` look their path up on the calling worker, as Go's
 //! do: the lookup is served from the kernel's directory cache, and only a
 //! socket file on a network file system could make it wait.
@@ -257,7 +262,7 @@ impl UnixStream {
     }
 }
 
-stream_read_write!(UnixStream);
+stream_read_write!(UnixStream, sys::recv_unix_stream);
 
 // ---------------------------------------------------------------------------
 // UnixDatagram
@@ -353,19 +358,20 @@ impl UnixDatagram {
     /// address (as std's blocking call does).
     pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         let eof_when_shut = !self.io.is_nonblocking();
-        self.io.read(|s| match s.recv_from(buf) {
-            Err(e) if eof_when_shut && is_shut_down_for_reads(s, &e)? => {
-                Ok((0, sys::unnamed_unix_addr()?))
-            }
-            result => result,
-        })
+        self.io
+            .read(|s| match sys::recv_from_unix(s.as_raw_fd(), buf) {
+                Err(e) if eof_when_shut && is_shut_down_for_reads(s, &e)? => {
+                    Ok((0, sys::unnamed_unix_addr()?))
+                }
+                result => result,
+            })
     }
 
     /// Receives one datagram from the connected peer, parking until one
     /// arrives. Once the socket's read side is shut down, returns 0.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         let eof_when_shut = !self.io.is_nonblocking();
-        self.io.read(|s| match s.recv(buf) {
+        self.io.read(|s| match sys::recv(s.as_raw_fd(), buf, 0) {
             Err(e) if eof_when_shut && is_shut_down_for_reads(s, &e)? => Ok(0),
             result => result,
         })

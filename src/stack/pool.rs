@@ -190,7 +190,10 @@ pub(crate) fn release(mut stack: Stack) {
     if !MAKES_IDLE_PASSES.with(Cell::get) && deep_pages_touched(&stack) {
         give_back_deep_pages(&mut stack);
     }
-    if POOLED.load(Ordering::Relaxed) >= pool_budget() {
+    // Take a place within the budget first, so that threads releasing at
+    // once cannot together go over it.
+    if POOLED.fetch_add(1, Ordering::Relaxed) >= pool_budget() {
+        POOLED.fetch_sub(1, Ordering::Relaxed);
         return; // dropped: unmapped
     }
     let mut stack = Some(stack);
@@ -215,10 +218,12 @@ pub(crate) fn release(mut stack: Stack) {
         }
         if let Some(stack) = stack.take() {
             cache.free.push(stack);
-            POOLED.fetch_add(1, Ordering::Relaxed);
         }
     });
-    // A stack not taken (thread exiting, or no class free) is unmapped here.
+    if stack.is_some() {
+        // Not taken (thread exiting, or no class free): unmapped here.
+        POOLED.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Unmaps every stack in this thread's cache and in the shared pool;

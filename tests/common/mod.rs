@@ -493,13 +493,20 @@ pub struct FullBacklog {
 
 /// (connections in the accept queue, queue limit) of a listening socket.
 pub fn accept_queue(listener: &stdnet::TcpListener) -> (u32, u32) {
+    let info = tcp_info(listener);
+    // For a listener, the kernel reports these two as unacked / sacked.
+    (info.tcpi_unacked, info.tcpi_sacked)
+}
+
+/// The kernel's `TCP_INFO` for a TCP socket.
+pub fn tcp_info(socket: &impl AsRawFd) -> libc::tcp_info {
     // SAFETY: tcp_info is plain old data; all zeroes is valid.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `info`.
     let rc = unsafe {
         libc::getsockopt(
-            listener.as_raw_fd(),
+            socket.as_raw_fd(),
             libc::IPPROTO_TCP,
             libc::TCP_INFO,
             (&raw mut info).cast(),
@@ -507,8 +514,7 @@ pub fn accept_queue(listener: &stdnet::TcpListener) -> (u32, u32) {
         )
     };
     assert_eq!(rc, 0, "TCP_INFO: {}", io::Error::last_os_error());
-    // For a listener, the kernel reports these two as unacked / sacked.
-    (info.tcpi_unacked, info.tcpi_sacked)
+    info
 }
 
 /// Builds a `FullBacklog`; call on a plain thread (it uses std's blocking
@@ -615,5 +621,25 @@ impl Ticker {
     pub fn stop(self) {
         self.done.store(true, Ordering::SeqCst);
         self.handle.join().unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Unix-domain datagrams (tests/net_unix.rs, tests/net_timeouts.rs)
+
+/// Fills the Unix datagram receiver bound at `path` with datagrams from a
+/// std socket until the kernel refuses one with `WouldBlock`; returns them
+/// in order.
+pub fn fill_unix_datagram_receiver(path: &std::path::Path) -> Vec<Vec<u8>> {
+    let filler = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    filler.set_nonblocking(true).unwrap();
+    let mut sent = Vec::new();
+    loop {
+        let bytes = format!("filler {}", sent.len()).into_bytes();
+        match filler.send_to(&bytes, path) {
+            Ok(_) => sent.push(bytes),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return sent,
+            Err(e) => panic!("filling the receiver: {e}"),
+        }
     }
 }
