@@ -16,7 +16,10 @@
 //! The workloads are in `workloads.rs`, shared with `benches/sync.rs`.
 //!
 //! Prints the median of `--runs` runs per workload, one `name value` line
-//! each; `--only mutex` or `--only ping-pong` runs one of them.
+//! each; `--only mutex` or `--only ping-pong` runs one of them. The
+//! ping-pong rows also give the worker thread's CPU time per round trip
+//! (`_cpu_ns`), which other processes on the machine disturb less than
+//! the wall clock.
 
 mod workloads;
 
@@ -65,13 +68,38 @@ fn ping_pong_row(runs: usize) {
     let rounds = 200_000;
     type Workload = fn(u64) -> std::time::Duration;
     let kinds: [(&str, Workload); 2] = [
-        ("channel_ping_pong_ns", workloads::channel_ping_pong),
-        ("rendezvous_ping_pong_ns", workloads::rendezvous_ping_pong),
+        ("channel_ping_pong", workloads::channel_ping_pong),
+        ("rendezvous_ping_pong", workloads::rendezvous_ping_pong),
     ];
     for (name, workload) in kinds {
-        let samples: Vec<f64> = (0..runs)
-            .map(|_| one.block_on(move || workload(rounds)).as_nanos() as f64 / rounds as f64)
-            .collect();
-        println!("{name} {:.1}", median(samples));
+        let (wall, cpu): (Vec<f64>, Vec<f64>) = (0..runs)
+            .map(|_| {
+                // Both coroutines run on the one worker: its thread's CPU
+                // time is what the round trips cost, whatever else the
+                // machine runs meanwhile.
+                let (elapsed, cpu) = one.block_on(move || {
+                    let cpu_before = thread_cpu_ns();
+                    let elapsed = workload(rounds);
+                    (elapsed, thread_cpu_ns() - cpu_before)
+                });
+                (
+                    elapsed.as_nanos() as f64 / rounds as f64,
+                    cpu / rounds as f64,
+                )
+            })
+            .unzip();
+        println!("{name}_ns {:.1}", median(wall));
+        println!("{name}_cpu_ns {:.1}", median(cpu));
     }
+}
+
+/// CPU time of the calling thread, in ns.
+fn thread_cpu_ns() -> f64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes one timespec into `now`.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    now.tv_sec as f64 * 1e9 + now.tv_nsec as f64
 }
