@@ -16,10 +16,11 @@
 //! The workloads are in `workloads.rs`, shared with `benches/sync.rs`.
 //!
 //! Prints the median of `--runs` runs per workload, one `name value` line
-//! each; `--only mutex` or `--only ping-pong` runs one of them. The
-//! ping-pong rows also give the worker thread's CPU time per round trip
-//! (`_cpu_ns`), which other processes on the machine disturb less than
-//! the wall clock.
+//! each; `--only mutex`, `--only ping-pong` or `--only uncontended` runs
+//! one of them. The ping-pong rows also give the worker thread's CPU time
+//! per round trip (`_cpu_ns`), which other processes on the machine disturb
+//! less than the wall clock. The uncontended rows alternate fibra's and
+//! std's `Mutex` in batches on this thread and print their medians.
 
 mod workloads;
 
@@ -37,8 +38,10 @@ fn main() {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--runs" => runs = args.next().and_then(|n| n.parse().ok()).expect("--runs N"),
-            "--only" => only = Some(args.next().expect("--only mutex|ping-pong")),
-            other => panic!("unknown argument {other:?} (use --runs N, --only mutex|ping-pong)"),
+            "--only" => only = Some(args.next().expect("--only mutex|ping-pong|uncontended")),
+            other => panic!(
+                "unknown argument {other:?} (use --runs N, --only mutex|ping-pong|uncontended)"
+            ),
         }
     }
     let wanted = |name: &str| only.as_deref().is_none_or(|only| only == name);
@@ -49,6 +52,34 @@ fn main() {
     if wanted("ping-pong") {
         ping_pong_row(runs);
     }
+    if wanted("uncontended") {
+        uncontended_rows();
+    }
+}
+
+/// Uncontended lock + increment + unlock on this thread, fibra's `Mutex`
+/// and std's alternating in batches, 31 rounds; medians and their ratio.
+fn uncontended_rows() {
+    let fibra_mutex = fibra::sync::Mutex::new(0u64);
+    let std_mutex = std::sync::Mutex::new(0u64);
+    let batch = 100_000u32;
+    let (mut fibra_ns, mut std_ns) = (Vec::new(), Vec::new());
+    for _ in 0..31 {
+        let started = std::time::Instant::now();
+        for _ in 0..batch {
+            *std::hint::black_box(&fibra_mutex).lock().unwrap() += 1;
+        }
+        fibra_ns.push(started.elapsed().as_nanos() as f64 / batch as f64);
+        let started = std::time::Instant::now();
+        for _ in 0..batch {
+            *std::hint::black_box(&std_mutex).lock().unwrap() += 1;
+        }
+        std_ns.push(started.elapsed().as_nanos() as f64 / batch as f64);
+    }
+    let (fibra_ns, std_ns) = (median(fibra_ns), median(std_ns));
+    println!("mutex_uncontended_fibra_ns {fibra_ns:.2}");
+    println!("mutex_uncontended_std_ns {std_ns:.2}");
+    println!("mutex_uncontended_fibra_per_std {:.2}", fibra_ns / std_ns);
 }
 
 fn mutex_row(runs: usize) {
