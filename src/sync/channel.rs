@@ -48,7 +48,7 @@ use std::mem;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use super::waiter::{FIRST_TOKEN, Node, SpinLock, WaitList, Waiter, Wakeups};
+use super::waiter::{FIRST_TOKEN, Node, SpinGuard, SpinLock, WaitList, Waiter, Wakeups};
 
 /// A receiver's slot was filled, or a sender's slot was emptied.
 const DELIVERED: usize = FIRST_TOKEN;
@@ -220,13 +220,26 @@ impl<T> Channel<T> {
             state.buf.push_back(value);
             return Ok(());
         }
-        let deadline = match wait {
+        match wait {
             Wait::Never => {
                 drop(state);
-                return Err(SendFailure::Full(value));
+                Err(SendFailure::Full(value))
             }
-            Wait::Until(deadline) => deadline,
-        };
+            Wait::Until(deadline) => self.send_waiting(state, value, deadline),
+        }
+    }
+
+    /// `send` on a full buffer: queues with the value in a slot on this
+    /// stack and parks until a receiver takes it. Out of line, so that the
+    /// common path's frame stays small.
+    #[cold]
+    #[inline(never)]
+    fn send_waiting(
+        &self,
+        mut state: SpinGuard<'_, State<T>>,
+        value: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendFailure<T>> {
         let slot = UnsafeCell::new(Some(value));
         let waiter = Waiter::new();
         let node = Node::new(&waiter, Slot(&slot));
@@ -293,33 +306,11 @@ impl<T> Channel<T> {
         node: &'a mut Option<Node<Slot<T>>>,
     ) -> Queue<T> {
         let mut state = self.state.lock();
-        if let Some(value) = state.buf.pop_front() {
-            let wakeup = if state.send_waiters.is_empty() {
-                None
-            } else {
-                // Room again: the first waiting sender's value moves in.
-                let State {
-                    buf, send_waiters, ..
-                } = &mut *state;
-                send_waiters.wake_front(DELIVERED, |slot, _| {
-                    // SAFETY: claimed under the lock (see Slot::take).
-                    buf.push_back(unsafe { slot.take() }.expect("a waiting sender has a value"))
-                })
-            };
-            drop(state);
-            drop(wakeup);
-            return Queue::Done(Ok(value));
-        }
         if !state.send_waiters.is_empty() {
-            // Capacity 0: take the value from a parked sender.
-            let mut taken = None;
-            let wakeup = state.send_waiters.wake_front(DELIVERED, |slot, _| {
-                // SAFETY: claimed under the lock (see Slot::take).
-                taken = unsafe { slot.take() };
-            });
-            drop(state);
-            drop(wakeup);
-            return Queue::Done(Ok(taken.expect("a waiting sender has a value")));
+            return Queue::Done(Ok(self.recv_from_full(state)));
+        }
+        if let Some(value) = state.buf.pop_front() {
+            return Queue::Done(Ok(value));
         }
         if state.senders_gone {
             return Queue::Done(Err(RecvFailure::Disconnected));
@@ -335,6 +326,34 @@ impl<T> Channel<T> {
         // did.
         unsafe { state.recv_waiters.push_back(node) };
         Queue::Queued(deadline)
+    }
+
+    /// A receive while senders wait: the buffer is full (the first waiting
+    /// sender's value moves into the freed place) or, at capacity 0, empty
+    /// (the value comes straight from the first waiting sender). Out of
+    /// line: the common receive finds no sender waiting.
+    #[cold]
+    #[inline(never)]
+    fn recv_from_full(&self, mut state: SpinGuard<'_, State<T>>) -> T {
+        let State {
+            buf, send_waiters, ..
+        } = &mut *state;
+        let value = buf.pop_front();
+        let mut taken = None;
+        let wakeup = send_waiters.wake_front(DELIVERED, |slot, _| {
+            // SAFETY: claimed under the lock (see Slot::take).
+            let sent = unsafe { slot.take() }.expect("a waiting sender has a value");
+            if value.is_some() {
+                buf.push_back(sent);
+            } else {
+                taken = Some(sent);
+            }
+        });
+        drop(state);
+        drop(wakeup);
+        value
+            .or(taken)
+            .expect("senders wait only on a full buffer or at capacity 0")
     }
 
     /// A cancelled receiver gives back what a claim delivered.
