@@ -155,7 +155,7 @@ impl<T> Receiver<T> {
 
     /// The next value, parking until one arrives. `Err` once the channel is
     /// empty and every sender is gone.
-    #[inline]
+    #[inline(always)]
     pub fn recv(&self) -> Result<T, RecvError> {
         self.chan.recv(Wait::Until(None)).map_err(|_| RecvError)
     }
@@ -221,7 +221,9 @@ pub struct IntoIter<T> {
 
 impl<T> Iterator for Iter<'_, T> {
     type Item = T;
-    #[inline]
+    // Always inlined, as `recv` is: a coroutine then parks in its caller's
+    // frame (see `Channel::recv`).
+    #[inline(always)]
     fn next(&mut self) -> Option<T> {
         self.rx.recv().ok()
     }
@@ -237,7 +239,9 @@ impl<T> Iterator for TryIter<'_, T> {
 
 impl<T> Iterator for IntoIter<T> {
     type Item = T;
-    #[inline]
+    // Always inlined, as `recv` is: a coroutine then parks in its caller's
+    // frame (see `Channel::recv`).
+    #[inline(always)]
     fn next(&mut self) -> Option<T> {
         self.rx.recv().ok()
     }
