@@ -1,29 +1,31 @@
 #!/usr/bin/env bash
 # Keep-alive HTTP: fibra's http_server against the hand-written epoll loop
 # (target: at most 1.05x its server CPU per request) and against
-# thread-per-connection, with wrk, through shared/tools/http_ab.sh (servers on
+# thread-per-connection, with wrk, through benches/http_ab.sh (servers on
 # CPU 0, wrk on CPU 1, runs alternating A B A B ..., medians).
 #
 #   benches/http_compare.sh            # REPS=3, WRK_S=5: about 3 minutes
 #   REPS=5 WRK_S=10 benches/http_compare.sh
 #
 # env: REPS runs per server and case (3); WRK_S seconds per run (5);
-# HTTP_AB the comparison script (default: ../shared/tools/http_ab.sh beside
-# the repository); CARGO_TARGET_DIR as for cargo. After the table, a
+# CARGO_TARGET_DIR as for cargo. Needs wrk (installed with apt-get when
+# missing and running as root; otherwise the script says so and stops) and
+# 2 CPUs. After the table, a
 # 10,000-connection check (examples/many_connections) against http_server;
 # CHECK_CONNS=0 skips it.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
-ab=${HTTP_AB:-$repo/../shared/tools/http_ab.sh}
-if [ ! -x "$ab" ]; then
-  echo "http_compare: no comparison script at $ab (set HTTP_AB)" >&2
-  exit 1
-fi
+ab=$repo/benches/http_ab.sh
 if ! command -v wrk >/dev/null; then
-  echo "http_compare: installing wrk" >&2
-  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "http_compare: wrk is missing; installing it: apt-get install -y wrk" >&2
+    apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+  else
+    echo "http_compare: needs wrk (Debian/Ubuntu: sudo apt-get install wrk)" >&2
+    exit 1
+  fi
 fi
 if [ "$(nproc)" -lt 2 ]; then
   echo "http_compare: needs 2 CPUs (server on CPU 0, wrk on CPU 1)" >&2
@@ -81,7 +83,7 @@ for r in "${results[@]}"; do
     "$(field "$line" req/s 2)" "$(field "$line" cpu_us/req 2)" "$ratio"
 done
 echo
-echo "Target: http_server / epoll_baseline CPU per request <= 1.05 (DESIGN.md)."
+echo "Target: http_server / epoll_baseline CPU per request <= 1.05 (ARCHITECTURE.md)."
 
 if [ "${CHECK_CONNS:-1}" != 0 ]; then
   echo

@@ -11,23 +11,13 @@
 mod http_common;
 
 use std::io;
-use std::net::TcpListener;
-use std::os::fd::AsRawFd;
 use std::thread;
 use std::time::Duration;
 
 fn main() -> io::Result<()> {
     http_common::raise_fd_limit()?;
     let port = http_common::port_arg(8080);
-    let listener = TcpListener::bind(("127.0.0.1", port))?;
-    // std listens with a backlog of 128; at 5000 connections arriving at
-    // once that drops SYNs (retried after 1 s, 3 s, ...) and measures the
-    // backlog, not the server. Ask for the kernel's largest, as fibra::net
-    // and epoll_baseline do; listen(2) on a listening socket only resizes it.
-    // SAFETY: plain syscall on an fd the listener owns.
-    if unsafe { libc::listen(listener.as_raw_fd(), libc::SOMAXCONN) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let listener = http_common::listen_std(port)?;
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(stream) => stream,

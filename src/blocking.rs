@@ -2,7 +2,7 @@
 //!
 //! epoll cannot make a regular file, `fsync`, a C library call or a DNS
 //! lookup non-blocking: done on a worker, it stalls every coroutine queued
-//! there (started coroutines cannot be stolen, see DESIGN). `unblock(f)`
+//! there (started coroutines cannot be stolen, see ARCHITECTURE.md). `unblock(f)`
 //! instead hands `f` to a pool of dedicated OS threads and parks the calling
 //! coroutine until `f` returns; the worker runs other coroutines meanwhile.
 //!
@@ -299,6 +299,7 @@ where
     // here can return or unwind before that (see the function docs).
     let job: Job = unsafe { std::mem::transmute::<Box<dyn FnOnce() + Send + 'a>, Job>(job) };
     pool.submit(job);
+    crate::runtime::set_park_reason(crate::observe::ParkReason::Blocking);
     match cell.wait(true) {
         Ok(value) => value,
         Err(payload) => resume_unwind(payload),

@@ -380,6 +380,12 @@ impl<Input, Yield, Return> Coroutine<Input, Yield, Return> {
     pub fn stack_size(&self) -> usize {
         self.stack.as_ref().map_or(0, Stack::size)
     }
+
+    /// The lowest usable address of the coroutine's stack (None once
+    /// finished): what a dump's capture gives back below (runtime/inspect.rs).
+    pub(crate) fn stack_bottom(&self) -> Option<usize> {
+        self.stack.as_ref().map(|stack| stack.bottom() as usize)
+    }
 }
 
 impl<Input, Yield, Return> Drop for Coroutine<Input, Yield, Return> {

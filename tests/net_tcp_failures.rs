@@ -13,8 +13,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    ChildSetup, LOCAL, SLACK, WATCHDOG, child_mode, join, listen, pair, report, runtime,
-    set_linger_zero, watchdog, yield_until,
+    ChildSetup, SLACK, WATCHDOG, child_mode, join, listen, pair, report, runtime, set_linger_zero,
+    watchdog, yield_until,
 };
 use fibra::JoinHandle;
 use fibra::net::TcpStream;
@@ -149,10 +149,14 @@ fn write_to_a_closed_peer_is_broken_pipe_and_raises_no_sigpipe() {
 #[test]
 fn connect_to_a_closed_port_is_connection_refused() {
     watchdog("connection_refused", WATCHDOG, || {
-        let addr = {
-            let listener = stdnet::TcpListener::bind(LOCAL).unwrap();
-            listener.local_addr().unwrap()
-        };
+        // Port 1 (tcpmux): below the ephemeral range, so the connect can
+        // never pick it as its own source port and connect to itself, which
+        // a just-closed ephemeral port allows (TCP simultaneous open).
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        assert!(
+            stdnet::TcpStream::connect(addr).is_err(),
+            "something listens on 127.0.0.1:1; this test needs it closed"
+        );
         let kinds = |addr: SocketAddr| {
             [
                 TcpStream::connect(addr).map(drop),

@@ -383,6 +383,20 @@ pub fn port_arg(default: u16) -> u16 {
     }
 }
 
+/// A blocking std listener on 127.0.0.1:`port` with the kernel's largest
+/// backlog: std listens with 128, which at thousands of connections
+/// arriving at once drops SYNs (retried after 1 s, 3 s, ...) and measures
+/// the backlog, not the server; fibra::net listens with the largest too.
+pub fn listen_std(port: u16) -> io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port))?;
+    // SAFETY: listen(2) again on a listening socket only resizes its
+    // backlog.
+    if unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), libc::SOMAXCONN) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(listener)
+}
+
 /// Raises this process's soft limit on open files to its hard limit, so that
 /// 10,000 connections fit; returns the new soft limit.
 pub fn raise_fd_limit() -> io::Result<u64> {

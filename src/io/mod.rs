@@ -13,7 +13,7 @@
 //!
 //! # Why one epoll per worker
 //!
-//! A started coroutine never leaves its home worker (src/runtime/worker.rs,
+//! A started coroutine never leaves its home worker (ARCHITECTURE.md,
 //! "Home worker"), so an fd is registered on the epoll of the worker whose
 //! coroutine first waits on it: its readiness event is read by the very
 //! thread that will run the coroutine, which joins the local run queue with

@@ -22,6 +22,11 @@
 //! poller's own thread (the usual case: a coroutine drops its connection on
 //! its home worker) frees the state at once, as no batch is in flight there.
 //!
+//! In a forked child, an inherited poller's epoll instance is still the
+//! parent's: `abandon_after_fork` (src/runtime/fork.rs) marks it closed, so
+//! waits register elsewhere, and makes `deregister` leave it alone, so that
+//! a socket the child drops stays registered for the parent.
+//!
 //! The eventfd is edge-triggered and never read: every write is a new edge
 //! (eventfd wakes its waiters on each write), and its counter would take
 //! 2^64 writes to fill. That saves a `read(2)` per cross-thread wake.
@@ -59,6 +64,9 @@ pub(crate) struct Poller {
     retired: Mutex<Vec<Arc<FdState>>>,
     /// Set when the owning worker has exited: nobody polls this any more.
     closed: AtomicBool,
+    /// Set in a forked child (src/runtime/fork.rs): the epoll instance is
+    /// the parent's too, so nothing here may change it.
+    forked_away: AtomicBool,
 }
 
 impl Poller {
@@ -88,6 +96,7 @@ impl Poller {
             registry: Mutex::new(HashMap::new()),
             retired: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            forked_away: AtomicBool::new(false),
         })
     }
 
@@ -129,6 +138,16 @@ impl Poller {
         for state in states {
             state.wake_all();
         }
+    }
+
+    /// Called in a forked child, on a poller inherited from the parent: the
+    /// epoll instance is shared with the parent, so from now on this process
+    /// never deletes an fd from it (that would silence the parent's socket)
+    /// and registers elsewhere (`is_closed`). Only atomic stores: this runs
+    /// in the child right after `fork`, before anything else.
+    pub fn abandon_after_fork(&self) {
+        self.forked_away.store(true, Ordering::Relaxed);
+        self.closed.store(true, Ordering::Release);
     }
 
     /// Waits for readiness events for up to `timeout` (None: until one
@@ -233,17 +252,33 @@ impl Poller {
     }
 
     /// Adds `fd` to the epoll set for `FdState::EPOLL_EVENTS` (edge-triggered,
-    /// both directions), with `state` as its data.
-    pub fn register(&self, fd: RawFd, state: &Arc<FdState>) -> io::Result<()> {
-        let mut event = libc::epoll_event {
-            events: FdState::EPOLL_EVENTS,
-            u64: Arc::as_ptr(state) as usize as u64,
+    /// both directions), with `state` as its data. `exclusive`: for reading only, with
+    /// `EPOLLEXCLUSIVE` (a listener shared by processes; see
+    /// `Source::set_exclusive`), or without it on a kernel older than 4.5.
+    pub fn register(&self, fd: RawFd, state: &Arc<FdState>, exclusive: bool) -> io::Result<()> {
+        let both = FdState::EPOLL_EVENTS;
+        let add = |events: u32| {
+            let mut event = libc::epoll_event {
+                events,
+                u64: Arc::as_ptr(state) as usize as u64,
+            };
+            // SAFETY: `event` is a valid epoll_event; epoll_ctl only reads
+            // it. The state outlives the registration (see the module docs).
+            cvt(unsafe {
+                libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event)
+            })
         };
-        // SAFETY: `event` is a valid epoll_event; epoll_ctl only reads it.
-        // The state outlives the registration (see the module docs).
-        cvt(unsafe {
-            libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event)
-        })?;
+        match exclusive {
+            true => {
+                add((libc::EPOLLIN | libc::EPOLLET | libc::EPOLLEXCLUSIVE) as u32).or_else(|e| {
+                    match e.raw_os_error() {
+                        Some(libc::EINVAL) => add(both),
+                        _ => Err(e),
+                    }
+                })?
+            }
+            false => add(both)?,
+        };
         let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         registry.insert(Arc::as_ptr(state) as usize, Arc::downgrade(state));
         self.registered.store(registry.len(), Ordering::Relaxed);
@@ -254,6 +289,10 @@ impl Poller {
     /// flight can point to it. `on_poller_thread`: the caller runs on the
     /// thread that polls this poller, outside `poll`.
     pub fn deregister(&self, fd: RawFd, state: Arc<FdState>, on_poller_thread: bool) {
+        if self.forked_away.load(Ordering::Relaxed) {
+            // The parent's epoll and registry: leave both alone.
+            return;
+        }
         // SAFETY: EPOLL_CTL_DEL ignores the event argument (non-null for
         // old kernels). An error (the fd already closed) leaves nothing
         // registered either way.

@@ -29,7 +29,9 @@
 //! events where the coroutine lives). It stays there; a later waiter on
 //! another worker is woken through that worker's inbox. If the registering
 //! runtime is dropped, the next wait registers again. Dropping the `Source`
-//! deregisters it.
+//! deregisters it. A listening socket shared by several processes can ask
+//! for `EPOLLEXCLUSIVE` (`set_exclusive`), so that a connection wakes one
+//! waiting process rather than all of them (src/prefork/listeners.rs).
 //!
 //! On a plain thread (not a coroutine) a wait is `poll(2)` on the fd.
 //!
@@ -86,6 +88,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::poller::Poller;
+use crate::observe::ParkReason;
 use crate::runtime::{self, Coroutine};
 
 /// Which readiness a call waits for.
@@ -123,6 +126,8 @@ pub(crate) struct FdState {
 struct Waiting {
     /// Where the fd is registered, if anywhere yet.
     poller: Option<Arc<Poller>>,
+    /// Register with `EPOLLEXCLUSIVE` (see `Source::set_exclusive`).
+    exclusive: bool,
     queues: [Waiters; 2],
 }
 
@@ -190,6 +195,7 @@ impl Source {
                 short_reads_distrusted: AtomicBool::new(false),
                 waiting: Mutex::new(Waiting {
                     poller: None,
+                    exclusive: false,
                     queues: [Waiters::default(), Waiters::default()],
                 }),
             }),
@@ -338,6 +344,7 @@ impl Source {
             seq,
             id,
         };
+        runtime::set_park_reason(ParkReason::Io);
         let timed_out = runtime::park_until(deadline);
         drop(dequeue);
         Ok(!timed_out || self.state.seq[d].load(Ordering::Acquire) != seq)
@@ -353,15 +360,25 @@ impl Source {
         if let Some(old) = waiting.poller.take() {
             old.deregister(self.fd, Arc::clone(&self.state), false);
         }
-        poller.register(self.fd, &self.state).map_err(|e| {
-            if e.raw_os_error() == Some(libc::EPERM) {
-                unpollable_error(self.fd)
-            } else {
-                e
-            }
-        })?;
+        poller
+            .register(self.fd, &self.state, waiting.exclusive)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::EPERM) {
+                    unpollable_error(self.fd)
+                } else {
+                    e
+                }
+            })?;
         waiting.poller = Some(poller);
         Ok(())
+    }
+
+    /// Makes the fd's registrations from the next one on `EPOLLEXCLUSIVE`
+    /// and read-only: for a listening socket that several processes wait
+    /// on, so that a connection wakes one of them (the first whose worker
+    /// sleeps in `epoll_wait`; a busy one does not absorb the wake).
+    pub fn set_exclusive(&self) {
+        self.state.lock().exclusive = true;
     }
 
     /// The readiness sequence number of `direction`, to pass to `wait`

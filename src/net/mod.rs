@@ -237,7 +237,7 @@ macro_rules! ttl_methods {
     };
 }
 
-mod sys;
+pub(crate) mod sys;
 mod tcp;
 mod udp;
 mod unix;

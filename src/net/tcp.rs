@@ -67,6 +67,12 @@ impl TcpListener {
 
     state_methods!();
 
+    /// Asks for `EPOLLEXCLUSIVE` wakeups (src/io/source.rs): for a listener
+    /// that several worker processes share (src/prefork).
+    pub(crate) fn set_exclusive_wakeups(&self) {
+        self.io.source().set_exclusive();
+    }
+
     fn from_nonblocking(listener: net::TcpListener) -> TcpListener {
         TcpListener {
             io: SocketIo::new(listener),

@@ -152,6 +152,11 @@ impl UnixListener {
 
     state_methods!();
 
+    /// As `TcpListener::set_exclusive_wakeups`.
+    pub(crate) fn set_exclusive_wakeups(&self) {
+        self.io.source().set_exclusive();
+    }
+
     fn from_nonblocking(listener: net::UnixListener) -> UnixListener {
         UnixListener {
             io: SocketIo::new(listener),

@@ -142,6 +142,11 @@ impl<T> JoinHandle<T> {
     /// payload (or `Cancelled`) comes back as `Err`. Parks the calling
     /// coroutine, or blocks the calling OS thread.
     pub fn join(self) -> thread::Result<T> {
+        if super::fork::in_forked_child() && !self.cell.is_done() {
+            // It may be the parent's: never to finish here.
+            super::fork::refuse_join_if_inherited(&self.task.shared);
+        }
+        super::set_park_reason(crate::observe::ParkReason::Join);
         self.cell.wait(false)
     }
 

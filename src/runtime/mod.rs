@@ -10,8 +10,16 @@
 //!   one waiting primitive every other wait is built on);
 //! - `worker.rs` — worker threads, their run queues, stealing, idling,
 //!   shutdown;
+//! - `placement.rs` — choosing the next task, placing and stealing fresh
+//!   tasks;
 //! - `timer.rs` — per-worker deadlines;
-//! - `join.rs` — results and `JoinHandle`.
+//! - `join.rs` — results and `JoinHandle`;
+//! - `inspect.rs` — what the workers tell observers: dumps (each parked
+//!   coroutine records its own backtrace), stall ends, metrics
+//!   (src/observe has the rest);
+//! - `config.rs` — the default runtime's settings from the environment
+//!   (`FIBRA_WORKERS`, `FIBRA_STACK_SIZE`, ...).
+//! - `fork.rs` — what a `fork(2)` does to runtimes: dead in the child.
 //!
 //! Every call works on a plain OS thread too, by blocking that thread: `park`
 //! is `std::thread::park`, `join` blocks, `sleep` is `std::thread::sleep`.
@@ -27,7 +35,11 @@
 //! (`park`, `sleep`, `yield_now`, `join`, blocking I/O) no other coroutine of
 //! the same worker runs.
 
+mod config;
+mod fork;
+mod inspect;
 mod join;
+mod placement;
 mod spawn;
 mod task;
 mod timer;
@@ -43,12 +55,16 @@ use std::time::{Duration, Instant};
 use crossbeam_deque::{Injector, Worker as Deque};
 
 use crate::coroutine::next_id;
+use crate::observe::metrics::RuntimeCounters;
+use crate::observe::{Dump, Metrics, ParkReason};
 use crate::stack::DEFAULT_STACK_SIZE;
 
 pub use join::JoinHandle;
 pub use spawn::{Builder, spawn};
 pub use task::Cancelled;
 
+pub(crate) use fork::runtimes_running;
+pub(crate) use inspect::{StallProbe, dump as dump_of, probe_stall};
 pub(crate) use spawn::spawn_unchecked;
 
 pub(crate) use join::{JoinCell, ResultSender};
@@ -67,6 +83,12 @@ pub(crate) struct Shared {
     /// The syscall threads of `fibra::blocking` (a layer above this one,
     /// owned here so that each runtime has its own pool and knobs).
     blocking: Arc<crate::blocking::Pool>,
+    /// Counts kept off the workers (src/observe/metrics.rs).
+    counters: RuntimeCounters,
+    /// The watchdog's threshold (None: no stall reports).
+    stall_threshold: Option<Duration>,
+    /// The signal that prints a dump of this runtime, if any.
+    dump_signal: Option<i32>,
 }
 
 // ---------------------------------------------------------------------------
@@ -90,7 +112,12 @@ pub struct RuntimeBuilder {
     thread_name: String,
     max_blocking_threads: usize,
     blocking_idle_timeout: Duration,
+    stall_threshold: Option<Duration>,
+    dump_signal: Option<i32>,
 }
+
+/// The default `RuntimeBuilder::stall_threshold`.
+pub const DEFAULT_STALL_THRESHOLD: Duration = Duration::from_millis(100);
 
 impl RuntimeBuilder {
     /// Number of worker threads (default: `num_cpus::get()`, which respects
@@ -120,6 +147,32 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How long one coroutine may hold a worker without reaching a park
+    /// point before the watchdog reports it on stderr (default
+    /// `DEFAULT_STALL_THRESHOLD`, 100 ms; `None` turns the reports off).
+    /// The report names the worker, the coroutine and where it is (the
+    /// system call it is blocked in, with a backtrace when one can be
+    /// taken safely), with a hint; a second line reports when the stall
+    /// ends, and how long it lasted. The watchdog looks about every eighth
+    /// of the threshold (at most every 25 ms), so a stall is reported
+    /// within the threshold plus a quarter of it.
+    pub fn stall_threshold(mut self, threshold: Option<Duration>) -> RuntimeBuilder {
+        self.stall_threshold = threshold.filter(|t| !t.is_zero());
+        self
+    }
+
+    /// Prints `Runtime::dump()` to stderr whenever the process receives
+    /// `signal` (e.g. `libc::SIGUSR1`), without stopping it. The signal's
+    /// handler only records the signal; the watchdog's thread takes and
+    /// prints the dump. `build` fails with `InvalidInput` for a signal the
+    /// process cannot use this way (one that reports a fault, `SIGKILL`,
+    /// `SIGSTOP`, or one that already has a handler not installed by
+    /// fibra). For the default runtime: `FIBRA_DUMP_SIGNAL=USR1`.
+    pub fn dump_signal(mut self, signal: i32) -> RuntimeBuilder {
+        self.dump_signal = Some(signal);
+        self
+    }
+
     /// Prefix of the worker threads' names (default `fibra-worker`).
     pub fn thread_name(mut self, prefix: impl Into<String>) -> RuntimeBuilder {
         self.thread_name = prefix.into();
@@ -129,6 +182,9 @@ impl RuntimeBuilder {
     /// Starts the worker threads.
     pub fn build(self) -> io::Result<Runtime> {
         install_panic_hook();
+        if let Some(signal) = self.dump_signal {
+            crate::observe::watchdog::listen_for_dump_signal(signal)?;
+        }
         let n = self.workers.unwrap_or_else(num_cpus::get).max(1);
         let deques: Vec<Deque<Arc<Task>>> = (0..n).map(|_| Deque::new_fifo()).collect();
         let shared = Arc::new(Shared {
@@ -147,8 +203,12 @@ impl RuntimeBuilder {
                 self.blocking_idle_timeout,
                 format!("{}-blocking", self.thread_name),
             )),
+            counters: RuntimeCounters::default(),
+            stall_threshold: self.stall_threshold,
+            dump_signal: self.dump_signal,
         });
         LIVE_RUNTIMES.fetch_add(1, Ordering::AcqRel);
+        fork::register(&shared);
         let mut runtime = Runtime {
             shared: Arc::clone(&shared),
             threads: Vec::with_capacity(n),
@@ -163,6 +223,7 @@ impl RuntimeBuilder {
                 })?;
             runtime.threads.push(thread);
         }
+        crate::observe::watchdog::watch(&shared);
         Ok(runtime)
     }
 }
@@ -176,6 +237,8 @@ impl Runtime {
             thread_name: "fibra-worker".into(),
             max_blocking_threads: crate::blocking::DEFAULT_MAX_BLOCKING_THREADS,
             blocking_idle_timeout: crate::blocking::DEFAULT_BLOCKING_IDLE_TIMEOUT,
+            stall_threshold: Some(DEFAULT_STALL_THRESHOLD),
+            dump_signal: None,
         }
     }
 
@@ -192,6 +255,26 @@ impl Runtime {
     /// The state of this runtime's syscall threads (`fibra::blocking`).
     pub fn blocking_stats(&self) -> crate::blocking::BlockingStats {
         self.shared.blocking.stats()
+    }
+
+    /// A snapshot of this runtime: how many coroutines are alive, running,
+    /// runnable, parked (and on what), not started; per worker its busy
+    /// time, switches, polls, steals and longest hold; the syscall threads
+    /// and stacks. Cheap: it sums per-worker counters.
+    pub fn metrics(&self) -> Metrics {
+        inspect::metrics(&self.shared)
+    }
+
+    /// Every live coroutine of this runtime — id, name, state, how long it
+    /// has been parked and where (a symbolised backtrace) — without
+    /// stopping the runtime. `Display` groups coroutines parked at the same
+    /// place (`{:#}` lists each one). Safe to call from any thread or
+    /// coroutine; a worker held by a coroutine that does not park cannot
+    /// answer within a second, and its coroutines are then listed without
+    /// backtraces. See src/runtime/inspect.rs for how the backtraces are
+    /// taken.
+    pub fn dump(&self) -> Dump {
+        inspect::dump(&self.shared)
     }
 
     /// Spawns a coroutine on this runtime.
@@ -239,6 +322,7 @@ impl Runtime {
         // no cancellation point; nothing before it can unwind after the spawn.
         let handle = unsafe { spawn_unchecked(Arc::clone(&self.shared), Builder::new(), f) }
             .unwrap_or_else(|e| panic!("fibra: cannot spawn a coroutine: {e}"));
+        set_park_reason(ParkReason::Join);
         match handle.join_uncancelled() {
             Ok(value) => value,
             Err(payload) => match payload.downcast::<io::Error>() {
@@ -251,7 +335,15 @@ impl Runtime {
 
 impl Drop for Runtime {
     fn drop(&mut self) {
+        if fork::is_inherited(&self.shared) {
+            // A forked child's copy: its threads are the parent's (fork.rs).
+            std::mem::forget(std::mem::take(&mut self.threads));
+            return;
+        }
         self.shared.shutdown.store(true, Ordering::SeqCst);
+        for worker in &self.shared.workers {
+            worker.watch.ask(crate::observe::ATTEND_SHUTDOWN);
+        }
         let me = thread::current().id();
         for (index, handle) in self.threads.drain(..).enumerate() {
             self.shared.workers[index].wake();
@@ -280,12 +372,32 @@ impl std::fmt::Debug for Runtime {
 }
 
 /// The runtime `fibra::spawn` uses outside any runtime: started on first
-/// use with one worker per CPU, never dropped.
+/// use with one worker per CPU (or as the environment says, see
+/// config.rs), never dropped.
 fn default_runtime() -> &'static Runtime {
     static DEFAULT: OnceLock<Runtime> = OnceLock::new();
-    DEFAULT.get_or_init(|| {
-        Runtime::new().unwrap_or_else(|e| panic!("fibra: cannot start the default runtime: {e}"))
-    })
+    let runtime = DEFAULT.get_or_init(|| {
+        config::builder_from_env()
+            .and_then(RuntimeBuilder::build)
+            .unwrap_or_else(|e| panic!("fibra: cannot start the default runtime: {e}"))
+    });
+    // Never dropped, so shut down only in a forked child (fork.rs).
+    if fork::in_forked_child() && runtime.shared.shutdown.load(Ordering::Relaxed) {
+        return fork::default_runtime_in_child();
+    }
+    runtime
+}
+
+/// `Runtime::metrics()` of the calling coroutine's runtime, or of the
+/// default runtime (started if need be).
+pub fn metrics() -> Metrics {
+    inspect::metrics(&current_shared())
+}
+
+/// `Runtime::dump()` of the calling coroutine's runtime, or of the default
+/// runtime (started if need be).
+pub fn dump() -> Dump {
+    inspect::dump(&current_shared())
 }
 
 /// The syscall-thread pool of the calling coroutine's runtime; None on a
@@ -361,6 +473,10 @@ fn park_task_raw(task: &Task) {
         .is_ok()
     {
         suspend(task, Suspend::Park);
+        if task.capture.get() {
+            // Resumed by a dump, not by a wake (see inspect.rs).
+            inspect::capture_while_parked(task);
+        }
     } else {
         // A token (NOTIFIED) was waiting: consume it.
         task.state.store(RUNNING, Ordering::Release);
@@ -397,11 +513,35 @@ fn park_task(task: &Task, deadline: Option<Instant>) -> bool {
     timed_out
 }
 
-/// Parks until `done()` holds, in a coroutine or on a plain thread.
+/// Records why the calling coroutine is about to park, for
+/// `Runtime::metrics()` and `Runtime::dump()`. A park site calls it right
+/// before it parks through `park_waiting`, `park_waiting_uncancelled` or
+/// `park_until`, which keep the reason last set; the public `park`,
+/// `park_timeout`, `sleep` and `JoinHandle::join` set their own. One store
+/// (plus finding the running task); no effect on a plain thread.
+/// `fibra::sync` calls it with `ParkReason::Sync` before each wait.
+#[inline]
+pub(crate) fn set_park_reason(reason: ParkReason) {
+    if let Some(task) = current_task() {
+        task.park_reason.store(reason as u8, Ordering::Relaxed);
+    }
+}
+
+/// Parks until `done()` holds, in a coroutine or on a plain thread. Keeps
+/// the park reason last set (`set_park_reason`).
 #[inline]
 pub(crate) fn park_waiting(done: impl Fn() -> bool) {
-    while !done() {
-        park();
+    match current_task() {
+        Some(task) => {
+            while !done() {
+                park_task_untimed(task);
+            }
+        }
+        None => {
+            while !done() {
+                thread::park();
+            }
+        }
     }
 }
 
@@ -466,7 +606,11 @@ pub(crate) fn cancellation_point() {
 #[inline]
 pub fn park() {
     match current_task() {
-        Some(task) => park_task_untimed(task),
+        Some(task) => {
+            task.park_reason
+                .store(ParkReason::Park as u8, Ordering::Relaxed);
+            park_task_untimed(task)
+        }
         None => thread::park(),
     }
 }
@@ -475,6 +619,8 @@ pub fn park() {
 pub fn park_timeout(timeout: Duration) {
     match current_task() {
         Some(task) => {
+            task.park_reason
+                .store(ParkReason::Park as u8, Ordering::Relaxed);
             park_task(task, Instant::now().checked_add(timeout));
         }
         None => thread::park_timeout(timeout),
@@ -512,6 +658,8 @@ pub fn sleep_until(deadline: Instant) {
         thread::sleep(deadline.saturating_duration_since(Instant::now()));
         return;
     };
+    task.park_reason
+        .store(ParkReason::Timer as u8, Ordering::Relaxed);
     // Unparks that arrive while sleeping are kept for the next `park`.
     let mut token = false;
     while !park_task(task, Some(deadline)) {

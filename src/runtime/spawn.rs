@@ -63,7 +63,7 @@ use crate::stack;
 
 use super::join::{JoinCell, JoinHandle, ResultSender};
 use super::task::{Cancelled, Task};
-use super::{Runtime, Shared, current_shared, worker};
+use super::{Runtime, Shared, current_shared, placement};
 
 /// Configures a coroutine before spawning it (mirrors `std::thread::Builder`).
 #[derive(Debug, Default, Clone)]
@@ -172,6 +172,9 @@ where
     // the body alive until the cell is DONE (see the function's contract).
     let body = unsafe { std::mem::transmute::<Box<dyn TaskBody + 'a>, Box<dyn TaskBody>>(body) };
     if shared.shutdown.load(Ordering::Acquire) {
+        // A forked child's copy of a parent's runtime is shut down too, but
+        // refuses with an explanation (fork.rs).
+        super::fork::refuse_if_inherited(&shared)?;
         // Never runs: dropping the body delivers `Cancelled`. Not an error,
         // so that a destructor unwinding during shutdown may spawn.
         drop_unrun(body, None);
@@ -179,7 +182,7 @@ where
         return Ok(JoinHandle { task, cell });
     }
     let task = Arc::new(Task::new(id, name, shared, stack_size, Some(body)));
-    worker::submit_fresh(&task.shared, Arc::clone(&task));
+    placement::submit_fresh(&task.shared, Arc::clone(&task));
     Ok(JoinHandle { task, cell })
 }
 

@@ -41,10 +41,15 @@
 //! # Home-worker-only fields
 //!
 //! `body`, `coroutine`, `yielder`, `timer_seq`, `timer_armed`, `timed_out`,
-//! `cancel_raised` and `live_slot` are touched only by the task's home
-//! worker thread (or, before the task has started, by whoever owns its
-//! queue entry exclusively). That is why `Task` may be `Sync` though these
-//! are `Cell`s.
+//! `cancel_raised`, `live_slot` and `capture` are touched only by the
+//! task's home worker thread (or, before the task has started, by whoever
+//! owns its queue entry exclusively). That is why `Task` may be `Sync`
+//! though these are `Cell`s.
+//!
+//! `park_reason` and `parked_at` are written only by the home worker
+//! thread too, but read by other threads (a waker counting the wake, a
+//! dump listing a stalled worker's coroutines): they are atomics used with
+//! plain `Relaxed` loads and stores, which cost what a `Cell` does.
 //!
 //! # Unstarted and started
 //!
@@ -57,9 +62,10 @@
 use std::cell::{Cell, UnsafeCell};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use crate::coroutine::{Coroutine as RawCoroutine, Yielder};
+use crate::observe::ParkReason;
 
 use super::Shared;
 use super::spawn::TaskBody;
@@ -78,6 +84,10 @@ pub(crate) enum Suspend {
     Yield,
     /// `park`: the task has set its state to PARKED; a waker will requeue it.
     Park,
+    /// A parked task resumed only to record its backtrace for a dump has
+    /// recorded it and is parked again, its state untouched
+    /// (src/runtime/inspect.rs).
+    Captured,
 }
 
 pub(crate) type TaskCoroutine = RawCoroutine<(), Suspend, ()>;
@@ -103,6 +113,15 @@ pub(crate) struct Task {
     pub timed_out: Cell<bool>,
     pub cancel_raised: Cell<bool>,
     pub live_slot: Cell<usize>,
+    /// Set by the home worker before it resumes a parked task only to
+    /// record its backtrace for a dump (src/runtime/inspect.rs).
+    pub capture: Cell<bool>,
+    /// Why the task parks (a `ParkReason` as u8): set by each park site
+    /// before it parks (`set_park_reason`), read when the park is counted
+    /// and when the wake is.
+    pub park_reason: AtomicU8,
+    /// When the task last parked, in coarse milliseconds (`observe::clock`).
+    pub parked_at: AtomicU64,
 }
 
 // SAFETY: the atomics are shared; every Cell/UnsafeCell field is touched only
@@ -137,6 +156,9 @@ impl Task {
             timed_out: Cell::new(false),
             cancel_raised: Cell::new(false),
             live_slot: Cell::new(usize::MAX),
+            capture: Cell::new(false),
+            park_reason: AtomicU8::new(ParkReason::Park as u8),
+            parked_at: AtomicU64::new(0),
         }
     }
 

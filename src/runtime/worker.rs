@@ -19,17 +19,13 @@
 //! it: only `fresh` (never-started) tasks are stolen, and a wake from another
 //! thread goes to the home worker's inbox. A started stack may hold `!Send`
 //! values and thread-local addresses the compiler cached, so it must never
-//! move; an empty one can (see DESIGN, "Home worker").
+//! move; an empty one can (ARCHITECTURE.md, "Home worker").
 //!
 //! # Choosing the next task
 //!
-//! Every 61st pick (Go's number) first drains the inbox, fires due timers and
-//! takes a task from the global injector, so none of them starves. Otherwise:
-//! `run_next`, then `local` and `fresh` in turns (one pass over the started
-//! tasks, then as many fresh ones; so both progress under a flood of spawns,
-//! and the run queue stays in spawn order, which keeps switches friendly to
-//! the TLB), then the inbox, timers, the injector, and stealing from the
-//! other workers.
+//! `run_next`, then started and fresh tasks in turns, then the inbox,
+//! timers, the global queue and stealing: see placement.rs, which also
+//! decides where fresh tasks start.
 //!
 //! # Timers and I/O beside busy coroutines
 //!
@@ -77,12 +73,14 @@
 //! relaxed load per pick), drops the tasks that never started (their
 //! `JoinHandle`s get `Cancelled`), cancels its started tasks once and runs
 //! them until they have unwound, then exits. Its thread's stack pool unmaps
-//! the stacks.
+//! the stacks. In a forked child the flag means "this runtime is the
+//! parent's" (src/runtime/fork.rs): a worker copy that sees it runs nothing
+//! and ends the process.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker as Deque};
@@ -91,15 +89,18 @@ use crate::coroutine::CoroutineResult;
 use crate::io::Poller;
 
 use super::Shared;
+use super::placement::notify_idle;
 use super::spawn::drop_unrun;
 use super::task::{NO_HOME, Suspend, Task, TaskCoroutine, TaskYielder};
 use super::timer::Timers;
+use crate::observe::metrics::{WorkerCounters, bump};
+use crate::observe::{WorkerWatch, clock, watchdog};
 
 /// Picks between fairness checks of the inbox, timers and global queue.
 const FAIRNESS_INTERVAL: u32 = 61;
 /// A worker that has begun no pair of turns while another began this many
 /// is taken to be stuck in a long pick: fresh tasks are not left to it.
-const PROGRESS_PAIRS: usize = 4;
+pub(super) const PROGRESS_PAIRS: usize = 4;
 /// How often, in time, a busy worker looks at its timers and (with
 /// `IO_POLL_PERIOD`) its poller; see "Timers and I/O beside busy
 /// coroutines" in the module docs.
@@ -129,8 +130,16 @@ pub(crate) struct WorkerShared {
     /// Started tasks queued when the worker began its current pair of
     /// turns, and how many pairs it has begun: what other workers read to
     /// place fresh tasks (`Worker::take_fresh`).
-    queued: AtomicUsize,
-    pairs: AtomicUsize,
+    pub(super) queued: AtomicUsize,
+    pub(super) pairs: AtomicUsize,
+    /// Started, unfinished tasks homed here (raw: each is kept alive by the
+    /// reference its queue entry, its running worker or its PARKED state
+    /// holds). Locked by the worker only when a task starts or finishes,
+    /// and by a dump or the watchdog that reads the tasks from another
+    /// thread: a task listed here cannot be freed while the lock is held.
+    pub live: Mutex<LiveTasks>,
+    /// What observers see of the worker (src/observe, runtime/inspect.rs).
+    pub watch: WorkerWatch,
 }
 
 impl WorkerShared {
@@ -142,6 +151,8 @@ impl WorkerShared {
             poller: Arc::new(Poller::new()?),
             queued: AtomicUsize::new(0),
             pairs: AtomicUsize::new(0),
+            live: Mutex::new(LiveTasks(Vec::new())),
+            watch: WorkerWatch::new(),
         })
     }
 
@@ -158,15 +169,18 @@ pub(crate) struct Worker {
     pub shared: Arc<Shared>,
     /// The task being resumed right now (null in the scheduler loop).
     pub current: Cell<*const Task>,
+    /// `shared.workers[index].watch.counters`, without the bounds check.
+    counters: *const WorkerCounters,
     run_next: Cell<Option<Arc<Task>>>,
-    run_next_streak: Cell<u32>,
-    local: RefCell<VecDeque<Arc<Task>>>,
+    pub(super) run_next_streak: Cell<u32>,
+    pub(super) local: RefCell<VecDeque<Arc<Task>>>,
     pub fresh: Deque<Arc<Task>>,
     pub timers: RefCell<Timers>,
-    /// Started, unfinished tasks homed here (raw: each is kept alive by the
-    /// reference its queue entry, its running worker or its PARKED state holds).
-    live: RefCell<Vec<*const Task>>,
-    tick: Cell<u32>,
+    /// Where a parked task resumed for a dump records its backtrace
+    /// (runtime/inspect.rs).
+    pub(super) capture_ips: RefCell<Vec<usize>>,
+    /// The lowest address of the stack of the task being captured.
+    pub(super) capture_stack_bottom: Cell<usize>,
     /// Picks left before the next look at the clock, the length of the
     /// current countdown, and when the clock was last read there.
     clock_left: Cell<u32>,
@@ -177,12 +191,12 @@ pub(crate) struct Worker {
     /// Whether shutdown has cancelled the tasks homed here.
     cancelled_all: Cell<bool>,
     /// Picks left in the current turn of `local` and of `fresh`.
-    local_left: Cell<usize>,
-    fresh_left: Cell<usize>,
+    pub(super) local_left: Cell<usize>,
+    pub(super) fresh_left: Cell<usize>,
     spinning: Cell<bool>,
     /// Each other worker's `pairs` as last seen changing, and this
     /// worker's own `pairs` when it saw that.
-    pairs_seen: Vec<Cell<(usize, usize)>>,
+    pub(super) pairs_seen: Vec<Cell<(usize, usize)>>,
 }
 
 thread_local! {
@@ -192,8 +206,8 @@ thread_local! {
 /// The worker running on this thread, if any.
 ///
 /// `#[inline(never)]` so that the compiler re-reads the thread-local on every
-/// call instead of caching its address across a switch (DESIGN, "Home
-/// worker"); coroutines do not migrate today, but this keeps the runtime's
+/// call instead of caching its address across a switch (rust-lang/rust#33368;
+/// see "Home worker" above); coroutines do not migrate today, but this keeps the runtime's
 /// own state honest if they ever may.
 #[inline(never)]
 pub(crate) fn current_worker() -> Option<&'static Worker> {
@@ -212,6 +226,15 @@ pub(crate) fn current_task() -> Option<&'static Task> {
     // SAFETY: as in `current_worker`; `current` is non-null only while the
     // task runs, and the worker holds a reference to it all that time.
     unsafe { worker.as_ref()?.current.get().as_ref() }
+}
+
+/// Makes the calling thread a plain thread again as far as the runtime can
+/// tell (`current_worker`, `current_task` give None). Called in a forked
+/// child (src/runtime/fork.rs), whose one thread may be a copy of a worker:
+/// the coroutine that forked goes on there as plain code and must never
+/// switch back into the copied worker's queues. One TLS store.
+pub(crate) fn forget_worker_thread() {
+    WORKER.with(|w| w.set(std::ptr::null()));
 }
 
 /// Puts a task that was just moved to RUNNING by a wake on a run queue of its
@@ -242,39 +265,13 @@ pub(crate) fn schedule(task: Arc<Task>) {
     }
 }
 
-/// Queues a task that has never run, on this worker's `fresh` deque when
-/// called on a worker of `shared`, else on the global injector; then wakes an
-/// idle worker if none is looking for work.
-pub(crate) fn submit_fresh(shared: &Arc<Shared>, task: Arc<Task>) {
-    match current_worker() {
-        Some(worker) if Arc::ptr_eq(&worker.shared, shared) => worker.fresh.push(task),
-        _ => shared.injector.push(task),
-    }
-    notify_idle(shared);
-}
-
-/// Wakes one idle worker if there is one and none is spinning.
-pub(crate) fn notify_idle(shared: &Shared) {
-    fence(Ordering::SeqCst);
-    if shared.n_spinning.load(Ordering::SeqCst) != 0 || shared.n_idle.load(Ordering::SeqCst) == 0 {
-        return;
-    }
-    let woken = {
-        let mut idle = shared.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let woken = idle.pop();
-        shared.n_idle.store(idle.len(), Ordering::SeqCst);
-        woken
-    };
-    if let Some(index) = woken {
-        shared.workers[index].wake();
-    }
-}
-
 impl Worker {
     pub fn new(index: usize, shared: Arc<Shared>, fresh: Deque<Arc<Task>>) -> Worker {
         let n_workers = shared.workers.len();
+        let counters = &shared.workers[index].watch.counters as *const WorkerCounters;
         Worker {
             index,
+            counters,
             shared,
             current: Cell::new(std::ptr::null()),
             run_next: Cell::new(None),
@@ -282,8 +279,8 @@ impl Worker {
             local: RefCell::new(VecDeque::new()),
             fresh,
             timers: RefCell::new(Timers::default()),
-            live: RefCell::new(Vec::new()),
-            tick: Cell::new(0),
+            capture_ips: RefCell::new(Vec::new()),
+            capture_stack_bottom: Cell::new(0),
             clock_left: Cell::new(FAIRNESS_INTERVAL),
             clock_interval: Cell::new(FAIRNESS_INTERVAL),
             last_clock: Cell::new(Instant::now()),
@@ -302,9 +299,12 @@ impl Worker {
         let _abort_if_unwinding = AbortIfUnwinding { index: self.index };
         crate::stack::ensure_signal_stack();
         WORKER.with(|w| w.set(self as *const Worker));
+        self.me().watch.worker_started();
         while let Some(task) = self.next_task() {
             self.run_task(task);
         }
+        self.me().watch.exited.store(true, Ordering::SeqCst);
+        self.attend();
         self.timers.borrow_mut().clear();
         self.poller().close();
         WORKER.with(|w| w.set(std::ptr::null()));
@@ -312,10 +312,7 @@ impl Worker {
 
     fn run_task(&self, task: Arc<Task>) {
         if task.home.load(Ordering::Relaxed) == NO_HOME {
-            task.home.store(self.index, Ordering::Relaxed);
-            let mut live = self.live.borrow_mut();
-            task.live_slot.set(live.len());
-            live.push(Arc::as_ptr(&task));
+            self.enlist(&task);
         }
         // SAFETY: this is the task's home worker, the only thread that
         // touches its coroutine once it has started; no other reference to
@@ -324,6 +321,12 @@ impl Worker {
         if slot.is_none() {
             *slot = self.start_task(&task);
         }
+        // Names the last task resumed until `finish` or `find_work` clears
+        // it (one store per pick; src/observe/watchdog.rs reads it).
+        let counters = self.counters();
+        counters
+            .running
+            .store(Arc::as_ptr(&task) as usize, Ordering::Release);
         self.current.set(Arc::as_ptr(&task));
         let outcome = match slot {
             Some(coroutine) => coroutine.resume(()),
@@ -332,10 +335,38 @@ impl Worker {
         self.current.set(std::ptr::null());
         match outcome {
             CoroutineResult::Yield(Suspend::Yield) => self.local.borrow_mut().push_back(task),
-            // The PARKED state owns this reference now (see task.rs).
-            CoroutineResult::Yield(Suspend::Park) => std::mem::forget(task),
+            CoroutineResult::Yield(Suspend::Park) => {
+                task.parked_at.store(clock::now_ms(), Ordering::Relaxed);
+                // The PARKED state owns this reference now (see task.rs).
+                std::mem::forget(task)
+            }
+            CoroutineResult::Yield(Suspend::Captured) => {
+                unreachable!("only a dump resumes a task to capture its stack")
+            }
             CoroutineResult::Return(()) => self.finish(&task),
         }
+    }
+
+    /// This worker's counters and observer slots.
+    #[inline(always)]
+    pub(super) fn counters(&self) -> &WorkerCounters {
+        // SAFETY: points into `self.shared`, which this worker keeps alive.
+        unsafe { &*self.counters }
+    }
+
+    /// Makes this worker the home of a task that runs for the first time.
+    #[cold]
+    fn enlist(&self, task: &Arc<Task>) {
+        task.home.store(self.index, Ordering::Relaxed);
+        let mut live = self.me().live.lock().unwrap_or_else(|e| e.into_inner());
+        task.live_slot.set(live.0.len());
+        live.0.push(Arc::as_ptr(task));
+    }
+
+    /// The part of this worker other threads see.
+    #[inline]
+    pub(super) fn me(&self) -> &WorkerShared {
+        &self.shared.workers[self.index]
     }
 
     /// Binds a stack from this thread's pool to a task that runs for the
@@ -349,9 +380,14 @@ impl Worker {
             Ok(stack) => stack,
             Err(error) => {
                 drop_unrun(body, Some((task, error)));
+                self.shared
+                    .counters
+                    .dropped_unrun
+                    .fetch_add(1, Ordering::Relaxed);
                 return None;
             }
         };
+        bump(&self.counters().started);
         let task_ptr = TaskPtr(Arc::as_ptr(task));
         let entry = move |yielder: &TaskYielder, ()| {
             let task_ptr = task_ptr;
@@ -372,9 +408,16 @@ impl Worker {
     /// Retires a finished task: its stack goes back to this thread's pool.
     fn finish(&self, task: &Task) {
         // SAFETY: home worker, the coroutine is not running.
-        drop(unsafe { (*task.coroutine.get()).take() });
+        let coroutine = unsafe { (*task.coroutine.get()).take() };
+        // Before the `live` lock below: see `inspect::probe_stall`.
+        self.counters().running.store(0, Ordering::Release);
+        if coroutine.is_some() {
+            bump(&self.counters().finished);
+        }
+        drop(coroutine);
         let slot = task.live_slot.replace(usize::MAX);
-        let mut live = self.live.borrow_mut();
+        let mut live = self.me().live.lock().unwrap_or_else(|e| e.into_inner());
+        let live = &mut live.0;
         if slot < live.len() {
             live.swap_remove(slot);
             if let Some(&moved) = live.get(slot) {
@@ -391,12 +434,19 @@ impl Worker {
     }
 
     fn next_task(&self) -> Option<Arc<Task>> {
-        if self.shared.shutdown.load(Ordering::Relaxed) {
-            return self.next_task_in_shutdown();
+        // One load per pick covers shutdown, dump requests and stall ends
+        // (`WorkerCounters::attention`).
+        if self.counters().attention.load(Ordering::Relaxed) != 0 {
+            if self.shared.shutdown.load(Ordering::Relaxed) {
+                return self.next_task_in_shutdown();
+            }
+            self.attend();
         }
-        let tick = self.tick.get().wrapping_add(1);
-        self.tick.set(tick);
-        if tick.is_multiple_of(FAIRNESS_INTERVAL) {
+        // The pick counter: fairness ticks, and what the watchdog watches.
+        let switches = &self.counters().switches;
+        let tick = switches.load(Ordering::Relaxed).wrapping_add(1);
+        switches.store(tick, Ordering::Relaxed);
+        if tick.is_multiple_of(FAIRNESS_INTERVAL as u64) {
             self.drain_inbox();
             self.fire_timers();
             self.poll_io();
@@ -443,6 +493,7 @@ impl Worker {
             return;
         }
         let now = Instant::now();
+        clock::advance(now);
         let picks = self.clock_interval.get();
         let next = if picks == 0 {
             // The clock was not read at the last look: measure from here.
@@ -476,143 +527,17 @@ impl Worker {
         Some(task)
     }
 
-    /// A started or fresh task. The two kinds take turns, so that both make
-    /// progress under a flood of spawns: a turn of `local` runs the started
-    /// tasks queued when it began (one pass), then a turn of `fresh` starts
-    /// as many new ones (at least one).
-    ///
-    /// Turns, not one of each alternately: alternating per pick merged each
-    /// round's newly started tasks between the old ones, which after a few
-    /// rounds left the run queue in a bit-reversed order of their stacks'
-    /// addresses; every switch then missed the TLB (≈ 450 ns per yield with
-    /// 10,000 runnable here, against ≈ 25 ns in address order). With turns,
-    /// newly started tasks join the queue in spawn order.
-    fn pop_ready(&self) -> Option<Arc<Task>> {
-        self.run_next_streak.set(0);
-        for _ in 0..2 {
-            if self.local_left.get() > 0 {
-                self.local_left.set(self.local_left.get() - 1);
-                let mut local = self.local.borrow_mut();
-                if let Some(task) = local.pop_front() {
-                    prefetch_ahead(&local);
-                    return Some(task);
-                }
-                self.local_left.set(0);
-            }
-            if self.fresh_left.get() > 0 {
-                self.fresh_left.set(self.fresh_left.get() - 1);
-                if let Some(task) = self.take_fresh() {
-                    return Some(task);
-                }
-                self.fresh_left.set(0);
-            }
-            // Both turns are over: begin the next pair.
-            let started = self.local.borrow().len();
-            self.local_left.set(started);
-            self.fresh_left.set(started.max(1));
-            self.publish_pair(started);
-        }
-        None
-    }
-
-    /// Tells other workers how many started tasks this one has queued at
-    /// the start of a pair of turns, and notes how far they have got.
-    #[inline]
-    fn publish_pair(&self, started: usize) {
-        let workers = &self.shared.workers;
-        if workers.len() == 1 {
-            return;
-        }
-        let me = &workers[self.index];
-        me.queued.store(started, Ordering::Relaxed);
-        let mine = me.pairs.load(Ordering::Relaxed) + 1;
-        me.pairs.store(mine, Ordering::Relaxed);
-        for (seen, other) in self.pairs_seen.iter().zip(workers) {
-            let theirs = other.pairs.load(Ordering::Relaxed);
-            if theirs != seen.get().0 {
-                seen.set((theirs, mine));
-            }
-        }
-    }
-
-    /// A fresh task to start in a fresh turn, placed so that a fan-out
-    /// spreads over the workers — a started task never moves, so where it
-    /// starts is where it will run:
-    ///
-    /// - a worker with started work queued leaves fresh tasks to another
-    ///   worker that is idle (and wakes it: it steals from `fresh`), or
-    ///   that has fewer started tasks queued and is making progress (it
-    ///   began a pair of turns during this one's last `PROGRESS_PAIRS`; a
-    ///   worker stuck in a long pick, or not given a CPU, is not waited
-    ///   for long). Without this the worker
-    ///   that spawned a fan-out started most of it before the others had
-    ///   stolen any (a 127/73 split of 200 CPU-bound coroutines);
-    /// - with its own `fresh` empty, it takes a batch from another worker's
-    ///   `fresh` or from the global queue, so that a busy worker keeps
-    ///   sharing a fan-out instead of waiting until it runs dry.
-    #[inline]
-    fn take_fresh(&self) -> Option<Arc<Task>> {
-        if self.shared.workers.len() == 1 {
-            return self.fresh.pop();
-        }
-        self.take_fresh_shared()
-    }
-
-    /// `take_fresh` with other workers to share with.
-    #[inline(never)]
-    fn take_fresh_shared(&self) -> Option<Arc<Task>> {
-        let queued = self.local.borrow().len();
-        if queued > 0 && self.another_should_start_fresh(queued) {
-            return None;
-        }
-        if let Some(task) = self.fresh.pop() {
-            return Some(task);
-        }
-        if let Some(task) = self.steal_others() {
-            return Some(task);
-        }
-        if self.shared.injector.is_empty() {
-            return None;
-        }
-        self.steal_global()
-    }
-
-    /// Whether another worker should start the next fresh task instead of
-    /// this one, which has `queued` started tasks waiting (see
-    /// `take_fresh`). Looks only while some fresh task exists.
-    fn another_should_start_fresh(&self, queued: usize) -> bool {
-        let shared = &self.shared;
-        let others_fresh = || {
-            shared
-                .workers
-                .iter()
-                .enumerate()
-                .any(|(i, w)| i != self.index && !w.stealer.is_empty())
-        };
-        if self.fresh.is_empty() && !others_fresh() && shared.injector.is_empty() {
-            return false;
-        }
-        if shared.n_idle.load(Ordering::Relaxed) > 0 {
-            notify_idle(shared);
-            return true;
-        }
-        let mine = shared.workers[self.index].pairs.load(Ordering::Relaxed);
-        shared.workers.iter().enumerate().any(|(i, other)| {
-            let (_, seen_at) = self.pairs_seen[i].get();
-            i != self.index
-                && other.queued.load(Ordering::Relaxed) + 1 < queued
-                && mine - seen_at <= PROGRESS_PAIRS
-        })
-    }
-
     /// The slow path: inbox, timers, the global queue, stealing; then spin,
     /// then sleep. Returns None when the worker should exit.
     fn find_work(&self) -> Option<Arc<Task>> {
+        // No task runs from here on (see `run_task`).
+        self.counters().running.store(0, Ordering::Release);
         loop {
             if self.shared.shutdown.load(Ordering::Acquire) {
                 self.stop_spinning(false);
                 return self.next_task_in_shutdown();
             }
+            self.attend_if_asked();
             if let Some(task) = self.poll_sources() {
                 self.stop_spinning(true);
                 return Some(task);
@@ -670,6 +595,7 @@ impl Worker {
         let poller = self.poller();
         if poller.has_registrations() {
             poller.poll(Some(Duration::ZERO));
+            bump(&self.counters().polls);
         }
     }
 
@@ -684,9 +610,12 @@ impl Worker {
     /// `Cancelled` and parks for good again, or never reaches a park point,
     /// keeps its worker (and so the runtime's drop) waiting.
     fn next_task_in_shutdown(&self) -> Option<Arc<Task>> {
+        // In a forked child the "shutdown" is fork.rs marking the parent's
+        // runtime dead: run nothing of it, not even its unwinding.
+        super::fork::end_if_forked_copy(&self.shared);
         if !self.cancelled_all.replace(true) {
-            let live: Vec<*const Task> = self.live.borrow().clone();
-            for task in live {
+            let live = self.me().live.lock().unwrap_or_else(|e| e.into_inner());
+            for &task in &live.0 {
                 // SAFETY: live tasks are kept alive (see `live`).
                 let task = unsafe { &*task };
                 task.cancelled.store(true, Ordering::Release);
@@ -702,6 +631,7 @@ impl Worker {
             drain_unstarted(&self.shared.injector);
             self.drain_inbox();
             self.fire_timers();
+            self.attend_if_asked();
             let next = self
                 .run_next
                 .take()
@@ -709,7 +639,14 @@ impl Worker {
             if next.is_some() {
                 return next;
             }
-            if self.live.borrow().is_empty() {
+            if self
+                .me()
+                .live
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .0
+                .is_empty()
+            {
                 return None;
             }
             self.sleep_in_shutdown();
@@ -766,48 +703,6 @@ impl Worker {
             }
         }
         fired
-    }
-
-    fn steal_global(&self) -> Option<Arc<Task>> {
-        loop {
-            match self.shared.injector.steal_batch_and_pop(&self.fresh) {
-                Steal::Success(task) => return Some(task),
-                Steal::Retry => continue,
-                Steal::Empty => return None,
-            }
-        }
-    }
-
-    fn steal_others(&self) -> Option<Arc<Task>> {
-        let workers = &self.shared.workers;
-        let n = workers.len();
-        for offset in 1..n {
-            let victim = &workers[(self.index + offset) % n];
-            if victim.stealer.is_empty() {
-                continue;
-            }
-            loop {
-                match victim.stealer.steal_batch_and_pop(&self.fresh) {
-                    Steal::Success(task) => return Some(task),
-                    Steal::Retry => continue,
-                    Steal::Empty => break,
-                }
-            }
-        }
-        None
-    }
-
-    /// Whether a source this worker could take from has work.
-    fn has_shared_work(&self) -> bool {
-        let shared = &self.shared;
-        !shared.workers[self.index].inbox.is_empty()
-            || !shared.injector.is_empty()
-            || shared
-                .workers
-                .iter()
-                .enumerate()
-                .any(|(i, w)| i != self.index && !w.stealer.is_empty())
-            || shared.shutdown.load(Ordering::Acquire)
     }
 
     /// Whether work is likely to arrive within microseconds, so that
@@ -890,9 +785,15 @@ impl Worker {
         let due = timer.is_some_and(|d| d <= now);
         if !due && !work_waiting() {
             let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let counters = self.counters();
+            counters.sleep_begins(now);
             self.poller().poll(timeout);
+            counters.sleep_ends(now, Instant::now());
         }
         me.sleeping.store(false, Ordering::SeqCst);
+        // SeqCst store, then load: the monitor's side of this handshake is
+        // in src/observe/watchdog.rs.
+        watchdog::worker_awake();
     }
 }
 
@@ -903,7 +804,7 @@ impl Worker {
 /// another task runs is hidden; taken at the switch, it was the largest
 /// user-space cost of a request.
 #[inline]
-fn prefetch_ahead(local: &VecDeque<Arc<Task>>) {
+pub(super) fn prefetch_ahead(local: &VecDeque<Arc<Task>>) {
     if let Some(next) = local.front() {
         // SAFETY: tasks in `local` are started tasks homed on this worker,
         // so this thread alone touches their coroutines, and none of them
@@ -938,8 +839,18 @@ fn drop_unstarted(task: Arc<Task>) {
     // SAFETY: an unstarted task is owned by the queue entry we just took.
     if let Some(body) = unsafe { (*task.body.get()).take() } {
         drop_unrun(body, None);
+        task.shared
+            .counters
+            .dropped_unrun
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
+
+/// The tasks homed on one worker that have started and not finished.
+pub(crate) struct LiveTasks(pub Vec<*const Task>);
+// SAFETY: the pointers are only dereferenced under the lock that guards
+// them, while the tasks they name are alive (see `WorkerShared::live`).
+unsafe impl Send for LiveTasks {}
 
 /// A pointer to the task, moved into its own coroutine's closure.
 struct TaskPtr(*const Task);

@@ -46,6 +46,25 @@ use memmap2::MmapOptions;
 
 use overflow::{install_overflow_handler, registry_insert, registry_remove};
 
+/// This module's process-wide locks — the shared pool's and the guard-page
+/// registry's — held by the thread that forks from just before the fork
+/// until just after it, in parent and child alike (src/runtime/fork.rs): a
+/// child never inherits one of them locked by a thread that does not exist
+/// there, which would hang its first spawn.
+pub(crate) struct ForkHold {
+    _pools: pool::SharedHold,
+    _guards: overflow::RegistryHold,
+}
+
+/// Takes the locks `ForkHold` holds (in this order; no other path holds
+/// both at once).
+pub(crate) fn hold_for_fork() -> ForkHold {
+    ForkHold {
+        _pools: pool::hold_shared(),
+        _guards: overflow::hold_registry(),
+    }
+}
+
 /// Usable bytes of a stack when none is asked for: 256 KiB of address space,
 /// of which only touched pages cost memory.
 pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;

@@ -32,6 +32,15 @@ struct GuardEntry {
 /// unknown fault instead of deadlocking.
 static REGISTRY: RwLock<BTreeMap<usize, GuardEntry>> = RwLock::new(BTreeMap::new());
 
+/// The registry's lock, held across a `fork` (see `super::ForkHold`).
+pub(super) struct RegistryHold(
+    #[allow(dead_code)] std::sync::RwLockWriteGuard<'static, BTreeMap<usize, GuardEntry>>,
+);
+
+pub(super) fn hold_registry() -> RegistryHold {
+    RegistryHold(REGISTRY.write().unwrap_or_else(|e| e.into_inner()))
+}
+
 pub(super) fn registry_insert(base: usize, guard: usize, top: usize) {
     let mut map = REGISTRY.write().unwrap_or_else(|e| e.into_inner());
     map.insert(

@@ -122,6 +122,13 @@ fn shared() -> MutexGuard<'static, Vec<SizeClass>> {
     SHARED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The shared pool's lock, held across a `fork` (see `super::ForkHold`).
+pub(super) struct SharedHold(#[allow(dead_code)] MutexGuard<'static, Vec<SizeClass>>);
+
+pub(super) fn hold_shared() -> SharedHold {
+    SharedHold(shared())
+}
+
 /// The class for `size` in `classes`, created if there are fewer than
 /// `max_classes`.
 fn class_for(
