@@ -818,3 +818,19 @@ pub(crate) unsafe fn coroutine_from_raw(task: *const ()) -> Coroutine {
     // SAFETY: the caller vouches that the task is alive.
     Coroutine::from_task(unsafe { (*(task as *const Task)).arc() })
 }
+
+/// Parks the running task once, recording `ParkReason::Sync`: `park` for
+/// fibra::sync's waits, inlined down to the switch so that the waiter
+/// parks in its caller's frame (see src/sync/waiter.rs, "Where the switch
+/// happens"). A cancellation point. On a plain thread, `thread::park`.
+#[inline(always)]
+pub(crate) fn park_sync() {
+    match current_task() {
+        Some(task) => {
+            task.park_reason
+                .store(ParkReason::Sync as u8, Ordering::Relaxed);
+            park_task_untimed(task)
+        }
+        None => thread::park(),
+    }
+}

@@ -103,6 +103,7 @@ use std::thread;
 use std::time::Instant;
 
 use super::poison;
+use crate::observe::ParkReason;
 use crate::runtime::{self, Coroutine};
 
 const WAITING: usize = 0;
@@ -292,14 +293,18 @@ impl Waiter {
         let in_coroutine = matches!(self.parker, Parker::Task { .. });
         let _note = poison::ParkNote::enter(in_coroutine);
         if in_coroutine {
+            // Both record `ParkReason::Sync` for `Runtime::metrics()`/`dump()`.
             return match deadline {
                 // Inlined down to the switch (see the module docs, "Where
                 // the switch happens").
                 None => {
-                    crate::park();
+                    runtime::park_sync();
                     false
                 }
-                Some(_) => runtime::park_until(deadline),
+                Some(_) => {
+                    runtime::set_park_reason(ParkReason::Sync);
+                    runtime::park_until(deadline)
+                }
             };
         }
         match deadline {
