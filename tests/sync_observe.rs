@@ -42,7 +42,9 @@ fn waits_in_fibra_sync_are_counted_as_sync_parks() {
         }
         {
             let barrier = Arc::clone(&barrier);
-            waiters.push(rt.spawn(move || drop(barrier.wait())));
+            waiters.push(rt.spawn(move || {
+                barrier.wait();
+            }));
         }
         let mut metrics = rt.metrics();
         for _ in 0..10_000 {
