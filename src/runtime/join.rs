@@ -9,9 +9,12 @@
 //!   `Waiter`), then CASes EMPTY → WAITING and parks until DONE; if the CAS
 //!   finds DONE, the result is already there.
 //!
-//! If the coroutine never runs (its runtime shut down first), the closure —
-//! and with it the `ResultSender` it captured — is dropped unrun, and the
-//! sender's destructor delivers `Err(Cancelled)`, so a join never hangs.
+//! A task's cell lives in the same allocation as its closure (a `Packet`,
+//! spawn.rs). If the coroutine never runs (its runtime shut down first, or
+//! no stack could be had), the closure is dropped and `Err(Cancelled)` (or
+//! the stack error) delivered, so a join never hangs. `ResultSender` is the
+//! same guarantee for cells of their own (the syscall threads' jobs):
+//! dropped unsent, it delivers `Err(Cancelled)`.
 
 use std::cell::UnsafeCell;
 use std::fmt;
@@ -119,7 +122,8 @@ impl<T> Drop for ResultSender<T> {
     }
 }
 
-fn deliver<T>(cell: &JoinCell<T>, outcome: Outcome<T>) {
+/// Puts `outcome` in `cell` and wakes its joiner; once per cell.
+pub(crate) fn deliver<T>(cell: &JoinCell<T>, outcome: Outcome<T>) {
     // SAFETY: only the sender writes `result`, before publishing DONE.
     unsafe { *cell.result.get() = Some(outcome) };
     if cell.state.swap(DONE, Ordering::AcqRel) == WAITING {
@@ -134,27 +138,32 @@ fn deliver<T>(cell: &JoinCell<T>, outcome: Outcome<T>) {
 /// Dropping it detaches the coroutine.
 pub struct JoinHandle<T> {
     pub(crate) task: Arc<Task>,
-    pub(crate) cell: Arc<JoinCell<T>>,
+    /// The task's packet, seen as its result cell (spawn.rs).
+    pub(crate) result: Arc<dyn super::spawn::ResultCell<T>>,
 }
 
 impl<T> JoinHandle<T> {
+    fn cell(&self) -> &JoinCell<T> {
+        self.result.cell()
+    }
+
     /// Waits for the coroutine to finish and returns its result; a panic's
     /// payload (or `Cancelled`) comes back as `Err`. Parks the calling
     /// coroutine, or blocks the calling OS thread.
     pub fn join(self) -> thread::Result<T> {
-        if super::fork::in_forked_child() && !self.cell.is_done() {
+        if super::fork::in_forked_child() && !self.cell().is_done() {
             // It may be the parent's: never to finish here.
             super::fork::refuse_join_if_inherited(&self.task.shared);
         }
         super::set_park_reason(crate::observe::ParkReason::Join);
-        self.cell.wait(false)
+        self.cell().wait(false)
     }
 
     /// As `join`, but without a cancellation point: a cancelled caller
     /// waits for the coroutine to finish before it unwinds. For callers of
     /// `spawn_unchecked`, whose closure may borrow from their frame.
     pub(crate) fn join_uncancelled(self) -> thread::Result<T> {
-        self.cell.wait(true)
+        self.cell().wait(true)
     }
 
     /// Asks the coroutine to stop: if parked it is woken, and it unwinds from
@@ -167,7 +176,7 @@ impl<T> JoinHandle<T> {
 
     /// Whether the coroutine has finished (its result is ready).
     pub fn is_finished(&self) -> bool {
-        self.cell.is_done()
+        self.cell().is_done()
     }
 
     /// A handle to the coroutine (id, name, unpark).

@@ -4,8 +4,10 @@
 //!
 //! # Choosing the next task
 //!
-//! Every 61st pick (Go's number) first drains the inbox, fires due timers and
-//! takes a task from the global injector, so none of them starves. Otherwise:
+//! At most every 61st pick (Go's number; more often when picks are long,
+//! see "Timers and I/O beside busy coroutines" in worker.rs) a worker first
+//! drains its inbox, fires due timers, polls its sockets and takes a task
+//! from the global injector, so none of them starves. Otherwise:
 //! `run_next`, then `local` and `fresh` in turns (one pass over the started
 //! tasks, then as many fresh ones; so both progress under a flood of spawns,
 //! and the run queue stays in spawn order, which keeps switches friendly to

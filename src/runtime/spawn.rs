@@ -52,6 +52,7 @@
 //! cannot fit rather than let it overflow when it starts.
 
 use std::any::Any;
+use std::cell::{Cell, UnsafeCell};
 use std::io;
 use std::mem::{ManuallyDrop, align_of, size_of};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -61,7 +62,7 @@ use std::sync::atomic::Ordering;
 use crate::coroutine::{STACK_COPIES, next_id};
 use crate::stack;
 
-use super::join::{JoinCell, JoinHandle, ResultSender};
+use super::join::{JoinCell, JoinHandle, deliver};
 use super::task::{Cancelled, Task};
 use super::{Runtime, Shared, current_shared, placement};
 
@@ -162,28 +163,37 @@ where
     )?;
     let id = next_id();
     let name: Option<Arc<str>> = builder.name.map(Arc::from);
-    let cell = Arc::new(JoinCell::new());
-    let body: Box<dyn TaskBody + 'a> = Box::new(Body {
-        f: ManuallyDrop::new(f),
-        f_taken: false,
-        sender: Some(ResultSender::new(Arc::clone(&cell))),
+    // One allocation holds the closure and the cell its result goes to:
+    // the task's body and the JoinHandle's side of it.
+    let packet = Arc::new(Packet {
+        cell: JoinCell::new(),
+        f: UnsafeCell::new(ManuallyDrop::new(f)),
+        f_taken: Cell::new(false),
     });
-    // SAFETY: only the lifetime changes; the caller keeps every borrow in
-    // the body alive until the cell is DONE (see the function's contract).
-    let body = unsafe { std::mem::transmute::<Box<dyn TaskBody + 'a>, Box<dyn TaskBody>>(body) };
+    let result: Arc<dyn ResultCell<T> + 'a> = packet.clone();
+    let body: Arc<dyn TaskBody + 'a> = packet;
+    // SAFETY: only the lifetimes change; the caller keeps every borrow in
+    // the packet alive until the cell is DONE (see the function's
+    // contract), and the body drops the closure before it reports.
+    let (body, result) = unsafe {
+        (
+            std::mem::transmute::<Arc<dyn TaskBody + 'a>, Arc<dyn TaskBody>>(body),
+            std::mem::transmute::<Arc<dyn ResultCell<T> + 'a>, Arc<dyn ResultCell<T>>>(result),
+        )
+    };
     if shared.shutdown.load(Ordering::Acquire) {
         // A forked child's copy of a parent's runtime is shut down too, but
         // refuses with an explanation (fork.rs).
         super::fork::refuse_if_inherited(&shared)?;
-        // Never runs: dropping the body delivers `Cancelled`. Not an error,
-        // so that a destructor unwinding during shutdown may spawn.
+        // Never runs: delivers `Cancelled`. Not an error, so that a
+        // destructor unwinding during shutdown may spawn.
         drop_unrun(body, None);
         let task = Arc::new(Task::new(id, name, shared, stack_size, None));
-        return Ok(JoinHandle { task, cell });
+        return Ok(JoinHandle { task, result });
     }
     let task = Arc::new(Task::new(id, name, shared, stack_size, Some(body)));
     placement::submit_fresh(&task.shared, Arc::clone(&task));
-    Ok(JoinHandle { task, cell })
+    Ok(JoinHandle { task, result })
 }
 
 /// Refuses a closure that cannot fit on a stack of `stack_size` usable
@@ -208,106 +218,147 @@ fn check_fits(both: usize, align: usize, stack_size: usize) -> io::Result<()> {
 }
 
 /// What a task runs on its stack, type-erased: the user's closure and the
-/// sender of its result.
-pub(crate) trait TaskBody: Send {
+/// cell its result goes to (a `Packet`).
+pub(crate) trait TaskBody: Send + Sync {
     /// Runs the closure (or drops it, if the task was cancelled before it
     /// started) and delivers the outcome. Runs on the task's stack with its
     /// yielder set; never unwinds.
-    fn run(self: Box<Self>, task: &Task);
+    fn run(self: Arc<Self>, task: &Task);
 
-    /// The task cannot start (no stack): drops the closure, then delivers
-    /// `Err` with `error` as the payload (`Cancelled` if the task was
-    /// cancelled). Runs on the worker thread, outside any coroutine.
-    fn fail(self: Box<Self>, task: &Task, error: io::Error);
+    /// The task will never run: drops the closure, then delivers `Err`
+    /// with `error` as the payload (`Cancelled` if none is given or the
+    /// task was cancelled). Runs on whatever thread gives up on the task,
+    /// outside any coroutine.
+    fn abandon(&self, task: Option<&Task>, error: Option<io::Error>);
 }
 
-/// Drops a body that will never run, on the calling thread: the closure
-/// first, then its sender, which reports `Cancelled` — or, with `failure`,
-/// that error. Never unwinds: a panic in a capture's `Drop` is reported.
-pub(crate) fn drop_unrun(body: Box<dyn TaskBody>, failure: Option<(&Task, io::Error)>) {
-    let task = failure.as_ref().map(|(task, _)| *task);
-    let dropped = catch_unwind(AssertUnwindSafe(move || match failure {
-        Some((task, error)) => body.fail(task, error),
-        None => drop(body),
-    }));
+/// The JoinHandle's view of a `Packet`: the cell, whatever the closure.
+pub(crate) trait ResultCell<T>: Send + Sync {
+    fn cell(&self) -> &JoinCell<T>;
+}
+
+/// Gives up on a body that will never run (runtime shut down, or no
+/// stack), on the calling thread: the closure is dropped first, then
+/// `Cancelled` — or `failure`'s error — is delivered. Never unwinds: a
+/// panic in a capture's `Drop` is reported.
+pub(crate) fn drop_unrun(body: Arc<dyn TaskBody>, failure: Option<(&Task, io::Error)>) {
+    let (task, error) = match failure {
+        Some((task, error)) => (Some(task), Some(error)),
+        None => (None, None),
+    };
+    let dropped = catch_unwind(AssertUnwindSafe(|| body.abandon(task, error)));
     if let Err(payload) = dropped {
         report_escaped_panic(task, &*payload, "while it was dropped unrun");
     }
 }
 
-struct Body<F, T> {
-    /// Declared before `sender`: dropped first when the body is dropped
-    /// unrun, so the joiner wakes only once the closure is gone.
-    f: ManuallyDrop<F>,
-    f_taken: bool,
-    sender: Option<ResultSender<T>>,
+/// A task's closure and its result cell, in one allocation shared by the
+/// task (as its `TaskBody`) and its `JoinHandle` (as a `ResultCell`).
+struct Packet<F, T> {
+    cell: JoinCell<T>,
+    f: UnsafeCell<ManuallyDrop<F>>,
+    /// Whether `f` has been taken (run or dropped).
+    f_taken: Cell<bool>,
 }
 
-impl<F, T> Drop for Body<F, T> {
-    fn drop(&mut self) {
-        if !self.f_taken {
-            self.f_taken = true;
-            // SAFETY: `f` has not been taken (flag), and is dropped once.
-            unsafe { ManuallyDrop::drop(&mut self.f) };
+// SAFETY: `f` and `f_taken` are touched only by whoever holds the task's
+// body — its home worker, or the thread that gives up on it — one at a
+// time, in order (the body moves between them through the task's queues);
+// `JoinHandle` touches only `cell`, which is `Sync` for `T: Send`.
+unsafe impl<F: Send, T: Send> Sync for Packet<F, T> {}
+
+impl<F, T> Packet<F, T> {
+    /// Takes the closure out to run it.
+    ///
+    /// # Safety
+    /// Only the holder of the task's body may call it (see `Sync` above),
+    /// once, and not after `drop_f`.
+    unsafe fn take_f(&self) -> F {
+        debug_assert!(!self.f_taken.get(), "a task's closure is taken once");
+        self.f_taken.set(true);
+        // SAFETY: not taken before (the caller's promise), and taken once.
+        // Returned as a bare F, not an Option: an unoptimised build copies a
+        // value once per wrapper, and the closure may be large.
+        unsafe { ManuallyDrop::take(&mut *self.f.get()) }
+    }
+
+    /// Drops the closure if it has not been taken.
+    ///
+    /// # Safety
+    /// Only the holder of the task's body may call it (see `Sync` above).
+    unsafe fn drop_f(&self) {
+        if !self.f_taken.replace(true) {
+            // SAFETY: not taken (the flag), dropped once.
+            unsafe { ManuallyDrop::drop(&mut *self.f.get()) };
         }
-        // `sender` drops after this, reporting `Cancelled` (or the stack
-        // error the task records) if nothing was sent.
     }
 }
 
-impl<F, T> TaskBody for Body<F, T>
+impl<F, T> Drop for Packet<F, T> {
+    fn drop(&mut self) {
+        // Dropped before `cell` (fields drop after this): a closure never
+        // taken goes first.
+        if !self.f_taken.replace(true) {
+            // SAFETY: not taken (the flag), dropped once; we are the last
+            // owner.
+            unsafe { ManuallyDrop::drop(self.f.get_mut()) };
+        }
+    }
+}
+
+impl<F: Send, T: Send> ResultCell<T> for Packet<F, T> {
+    fn cell(&self) -> &JoinCell<T> {
+        &self.cell
+    }
+}
+
+impl<F, T> TaskBody for Packet<F, T>
 where
     F: FnOnce() -> T + Send,
     T: Send,
 {
-    fn run(mut self: Box<Self>, task: &Task) {
-        self.f_taken = true;
+    fn run(self: Arc<Self>, task: &Task) {
         let outcome = if task.cancelled.load(Ordering::Acquire) {
-            // SAFETY: taken once (the flag is set, so Drop will not drop it).
-            let f = unsafe { ManuallyDrop::take(&mut self.f) };
             // Cancelled before it started: drop the closure here, as the
             // coroutine, so that its captures' destructors may park.
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(f))) {
+            let packet = &*self;
+            // SAFETY: we hold the task's body.
+            let dropped = catch_unwind(AssertUnwindSafe(move || unsafe { packet.drop_f() }));
+            if let Err(payload) = dropped {
                 report_escaped_panic(Some(task), &*payload, "while it was dropped unrun");
             }
             Err(Box::new(Cancelled) as Box<dyn Any + Send>)
         } else {
-            let body = &mut *self;
+            let packet = &*self;
             catch_unwind(AssertUnwindSafe(move || {
-                // SAFETY: taken once (the flag is set, so Drop will not drop
-                // it). Taken inside the catch_unwind closure, which captures
-                // only a pointer: the closure is copied onto this stack once,
-                // not once more per wrapper.
-                let f = unsafe { ManuallyDrop::take(&mut body.f) };
+                // SAFETY: we hold the task's body. Taken inside the
+                // catch_unwind closure, which captures only a pointer: the
+                // closure is copied onto this stack once, not once more per
+                // wrapper.
+                let f = unsafe { packet.take_f() };
                 f()
             }))
         };
-        let sender = self.sender.take();
-        drop(self);
-        // The epilogue: delivering may drop the result (detached handle),
-        // whose destructor may park or panic.
+        // The epilogue: delivering may drop the result (detached handle:
+        // this is the last reference), whose destructor may park or panic.
         let delivered = catch_unwind(AssertUnwindSafe(move || {
-            if let Some(sender) = sender {
-                sender.send(outcome);
-            }
+            deliver(&self.cell, outcome);
+            drop(self);
         }));
         if let Err(payload) = delivered {
             report_escaped_panic(Some(task), &*payload, "while its result was dropped");
         }
     }
 
-    fn fail(mut self: Box<Self>, task: &Task, error: io::Error) {
-        self.f_taken = true;
-        // SAFETY: taken once (the flag is set, so Drop will not drop it).
-        drop(unsafe { ManuallyDrop::take(&mut self.f) });
-        let payload: Box<dyn Any + Send> = if task.cancelled.load(Ordering::Acquire) {
-            Box::new(Cancelled)
-        } else {
-            Box::new(error)
+    fn abandon(&self, task: Option<&Task>, error: Option<io::Error>) {
+        // SAFETY: we hold the task's body.
+        unsafe { self.drop_f() };
+        let cancelled = task.is_some_and(|t| t.cancelled.load(Ordering::Acquire));
+        let payload: Box<dyn Any + Send> = match error {
+            Some(error) if !cancelled => Box::new(error),
+            _ => Box::new(Cancelled),
         };
-        if let Some(sender) = self.sender.take() {
-            sender.send(Err(payload));
-        }
+        deliver(&self.cell, Err(payload));
     }
 }
 

@@ -105,7 +105,7 @@ pub(crate) struct Task {
     /// Usable bytes of the stack the task gets when it starts.
     pub stack_size: usize,
     // Home-worker-only fields (see the module docs).
-    pub body: UnsafeCell<Option<Box<dyn TaskBody>>>,
+    pub body: UnsafeCell<Option<Arc<dyn TaskBody>>>,
     pub coroutine: UnsafeCell<Option<TaskCoroutine>>,
     pub yielder: Cell<*const TaskYielder>,
     pub timer_seq: Cell<u64>,
@@ -138,7 +138,7 @@ impl Task {
         name: Option<Arc<str>>,
         shared: Arc<Shared>,
         stack_size: usize,
-        body: Option<Box<dyn TaskBody>>,
+        body: Option<Arc<dyn TaskBody>>,
     ) -> Task {
         Task {
             id,
@@ -220,6 +220,17 @@ impl Task {
     pub fn cancel(&self) {
         self.cancelled.store(true, Ordering::Release);
         self.unpark();
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        // A body never run nor given up on (every queue that drops tasks
+        // gives them up first; this is the backstop): its JoinHandle must
+        // still hear `Cancelled`.
+        if let Some(body) = self.body.get_mut().take() {
+            super::spawn::drop_unrun(body, None);
+        }
     }
 }
 

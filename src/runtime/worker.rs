@@ -31,16 +31,16 @@
 //!
 //! Picks are not equal in length: a coroutine may compute for milliseconds
 //! between two `yield_now` calls, and 61 such picks kept a due timer (or a
-//! ready socket) waiting 55–69 ms. So besides the fairness check, a worker
-//! looks at the clock about every `CLOCK_PERIOD` (250 µs): it counts picks
+//! ready socket) waiting 55–69 ms. So the fairness check is also a look at
+//! the clock, about every `CLOCK_PERIOD` (250 µs): a worker counts picks
 //! down, and at each look it measures how long the last picks took and
 //! sets the countdown so that the next look comes after about that much
 //! time — every pick when picks take a millisecond, every 61st when they
 //! take nanoseconds. A look fires due timers and, if the poller has fds
 //! and was not polled for `IO_POLL_PERIOD` (500 µs), polls it without
 //! blocking. With no timer armed and no fd registered a look reads no
-//! clock (the yield of two coroutines pays one counter decrement per
-//! pick); arming a timer makes the next pick look. Go checks timers on
+//! clock and comes every 61st pick (the yield of two coroutines pays one
+//! counter decrement per pick); arming a timer makes the next pick look. Go checks timers on
 //! every schedule and leaves sockets to sysmon's 10 ms netpoll; reading
 //! the clock on every pick here would cost more than the yield itself.
 //!
@@ -442,23 +442,19 @@ impl Worker {
             }
             self.attend();
         }
-        // The pick counter: fairness ticks, and what the watchdog watches.
+        // The pick counter: what the watchdog watches.
         let switches = &self.counters().switches;
-        let tick = switches.load(Ordering::Relaxed).wrapping_add(1);
-        switches.store(tick, Ordering::Relaxed);
-        if tick.is_multiple_of(FAIRNESS_INTERVAL as u64) {
-            self.drain_inbox();
-            self.fire_timers();
-            self.poll_io();
-            if let Some(task) = self.steal_global() {
-                return Some(task);
-            }
-        }
+        switches.store(
+            switches.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
+        // One countdown for the fairness check and the clock: at most every
+        // FAIRNESS_INTERVAL picks, more often when picks are long.
         let left = self.clock_left.get();
         if left > 1 {
             self.clock_left.set(left - 1);
-        } else {
-            self.look_at_clock();
+        } else if let Some(task) = self.check_fairness_and_clock() {
+            return Some(task);
         }
         if let Some(task) = self.take_run_next() {
             return Some(task);
@@ -484,7 +480,19 @@ impl Worker {
     /// picks since the last look took (at least every pick, at most every
     /// `FAIRNESS_INTERVAL` picks). With no timer armed and no fd
     /// registered it reads no clock.
+    /// The periodic look at every source besides the local queues, so that
+    /// none starves: wakes from other threads (the inbox), due timers and
+    /// the poller (`look_at_clock`), and the global queue.
     #[inline(never)]
+    fn check_fairness_and_clock(&self) -> Option<Arc<Task>> {
+        self.drain_inbox();
+        self.look_at_clock();
+        if self.shared.injector.is_empty() {
+            return None;
+        }
+        self.steal_global()
+    }
+
     fn look_at_clock(&self) {
         let watching_io = self.poller().has_registrations();
         if self.timers.borrow().len() == 0 && !watching_io {
