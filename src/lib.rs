@@ -25,6 +25,11 @@
 //! - [`net`] — `std::net` for coroutines: `TcpListener`, `TcpStream`,
 //!   `UdpSocket` and the Unix sockets, whose calls park the coroutine on
 //!   `EAGAIN` until the socket is ready;
+//! - [`sync`] — `std::sync` for coroutines: `Mutex`, `RwLock`, `Condvar`,
+//!   `Barrier`, `Once`, `OnceLock`, `LazyLock`, `mpsc`, whose waits park the
+//!   coroutine (or block a plain thread);
+//! - [`thread`] — `std::thread`'s names over the scheduler: `spawn`,
+//!   `Builder`, `scope`, `sleep`, `current`, ...;
 //! - [`observe`] — [`metrics`] (`Runtime::metrics`), the coroutine
 //!   [`dump`] (`Runtime::dump`) and the stalled-worker watchdog;
 //! - [`prefork`] — multi-process deployments: a master that binds the
@@ -35,6 +40,128 @@
 //! let handles: Vec<_> = (0..1000u64).map(|i| fibra::spawn(move || i * 2)).collect();
 //! let sum: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
 //! assert_eq!(sum, 999 * 1000);
+//! ```
+//!
+//! # Porting std code: change the imports
+//!
+//! | std | fibra |
+//! |---|---|
+//! | `std::thread` (`spawn`, `Builder`, `scope`, `sleep`, `park`, `current`, ...) | [`fibra::thread`](thread) |
+//! | `std::sync` (`Mutex`, `RwLock`, `Condvar`, `Barrier`, `Once`, `OnceLock`, `LazyLock`, `mpsc`, and `Arc`, `atomic`, ... re-exported) | [`fibra::sync`](sync) |
+//! | `std::net` | [`fibra::net`](net) |
+//! | `std::fs` | [`fibra::fs`](fs) |
+//! | `std::io::{stdin, stdout, stderr}` | [`fibra::io`](io) |
+//!
+//! Same names, signatures and errors; a call that would block parks the
+//! calling coroutine and its worker runs other coroutines meanwhile. Every
+//! call also works on a plain OS thread (it blocks that thread), so a
+//! `main`, a test, or a std thread can share a `Mutex` or a channel with
+//! coroutines.
+//!
+//! # What blocks a worker, and what to use instead
+//!
+//! A coroutine gives up its worker thread only at a park point inside
+//! fibra. Anything that blocks the OS thread blocks every coroutine of that
+//! worker, and can deadlock it (the coroutine that would release the wait
+//! may be queued on the same worker):
+//!
+//! | blocks the worker | use instead |
+//! |---|---|
+//! | `std::sync::{Mutex, RwLock, Condvar, Barrier}`, `std::sync::mpsc`, `parking_lot`, `crossbeam-channel` waits | `fibra::sync` (a std `Mutex` held only for a few instructions, never across a park, is harmless) |
+//! | `std::thread::sleep`, `std::thread::park`, joining a std thread | `fibra::thread::sleep`, `fibra::thread::park`, `fibra::blocking::unblock` |
+//! | `std::net` sockets, `std::fs`, `std::io::stdin` | `fibra::net`, `fibra::fs`, `fibra::io` |
+//! | other blocking system calls, C libraries, DNS through libc | `fibra::blocking::unblock(\|\| ...)`: runs on a syscall thread while the coroutine parks |
+//! | a long computation with no park point | split it, calling `fibra::yield_now()` now and then |
+//!
+//! # What a coroutine may assume
+//!
+//! - It runs its whole life on the worker thread that first runs it, so a
+//!   `thread_local!` value is shared by all coroutines of that worker, and
+//!   `!Send` values held across a park stay on one thread.
+//! - No preemption: between two park points no other coroutine of its
+//!   worker runs.
+//! - std keeps its panic state per OS thread: while one coroutine is
+//!   suspended partway through unwinding (a destructor that parks),
+//!   `std::thread::panicking()` is true in the other coroutines of its
+//!   worker. [`thread::panicking`] and fibra's poison flags say what they
+//!   make of that.
+//!
+//! # Spawning, joining, cancelling
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! // A configured coroutine (as std::thread::Builder).
+//! let handle = fibra::Builder::new()
+//!     .name("worker".into())
+//!     .stack_size(64 * 1024)
+//!     .spawn(|| fibra::current().name().map(str::to_owned))?;
+//! assert_eq!(handle.join().unwrap().as_deref(), Some("worker"));
+//!
+//! // A JoinHandle also cancels: the coroutine unwinds from its park point.
+//! let sleeper = fibra::spawn(|| fibra::sleep(Duration::from_secs(3600)));
+//! sleeper.cancel();
+//! let payload = sleeper.join().unwrap_err();
+//! assert!(payload.downcast_ref::<fibra::Cancelled>().is_some());
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Runtimes
+//!
+//! `fibra::spawn` starts a default runtime (one worker per CPU) on first
+//! use. One can be configured explicitly:
+//!
+//! ```
+//! let rt = fibra::Runtime::builder().workers(2).build()?;
+//! let answer = rt.block_on(|| {
+//!     let half = fibra::spawn(|| 21); // on `rt`: the caller's runtime
+//!     half.join().unwrap() * 2
+//! });
+//! assert_eq!(answer, 42);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
+//! # Sockets, locks and channels together
+//!
+//! ```
+//! use std::io::{BufRead, BufReader, Write};
+//! use fibra::net::{TcpListener, TcpStream};
+//! use fibra::sync::{Arc, Mutex, mpsc};
+//!
+//! let listener = TcpListener::bind("127.0.0.1:0")?;
+//! let addr = listener.local_addr()?;
+//! let seen = Arc::new(Mutex::new(Vec::new()));
+//! let (done_tx, done_rx) = mpsc::channel();
+//! let server = {
+//!     let seen = Arc::clone(&seen);
+//!     fibra::spawn(move || -> std::io::Result<()> {
+//!         for stream in listener.incoming().take(2) {
+//!             let (mut stream, seen, done_tx) = (stream?, Arc::clone(&seen), done_tx.clone());
+//!             fibra::spawn(move || {
+//!                 let mut line = String::new();
+//!                 BufReader::new(&stream).read_line(&mut line).unwrap(); // parks
+//!                 seen.lock().unwrap().push(line.trim().to_owned());
+//!                 stream.write_all(b"ok\n").unwrap();
+//!                 done_tx.send(()).unwrap();
+//!             });
+//!         }
+//!         Ok(())
+//!     })
+//! };
+//! for name in ["alice", "bob"] {
+//!     let mut client = TcpStream::connect(addr)?;
+//!     writeln!(client, "{name}")?;
+//!     let mut reply = String::new();
+//!     BufReader::new(&client).read_line(&mut reply)?;
+//!     assert_eq!(reply, "ok\n");
+//! }
+//! server.join().unwrap()?;
+//! done_rx.recv().unwrap();
+//! done_rx.recv().unwrap();
+//! let mut seen = seen.lock().unwrap().clone();
+//! seen.sort();
+//! assert_eq!(seen, ["alice", "bob"]);
+//! # Ok::<(), std::io::Error>(())
 //! ```
 //!
 //! # Fork
@@ -116,6 +243,8 @@ pub mod observe;
 pub mod prefork;
 mod runtime;
 pub mod stack;
+pub mod sync;
+pub mod thread;
 
 pub use runtime::{
     Builder, Cancelled, Coroutine, DEFAULT_STALL_THRESHOLD, JoinHandle, Runtime, RuntimeBuilder,

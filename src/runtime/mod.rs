@@ -407,7 +407,7 @@ pub(crate) fn current_blocking_pool() -> Option<Arc<crate::blocking::Pool>> {
 }
 
 /// The runtime of the calling coroutine, or the default one.
-fn current_shared() -> Arc<Shared> {
+pub(crate) fn current_shared() -> Arc<Shared> {
     match current_worker() {
         Some(worker) => Arc::clone(&worker.shared),
         None => Arc::clone(&default_runtime().shared),
@@ -789,4 +789,48 @@ fn install_panic_hook() {
             }
         }));
     });
+}
+
+// ---------------------------------------------------------------------------
+// Non-owning task handles, for fibra::sync's waiter records (src/sync/waiter.rs)
+
+/// The running task as a raw, non-owning pointer; None on a plain thread.
+/// It stays valid until the task finishes, which it cannot do while parked.
+pub(crate) fn current_task_raw() -> Option<*const ()> {
+    current_task().map(|task| task as *const Task as *const ())
+}
+
+/// Unparks the task behind a `current_task_raw` pointer.
+///
+/// # Safety
+/// The task has not finished (e.g. it is parked, or queued, waiting for
+/// what the caller is handing it).
+pub(crate) unsafe fn unpark_raw(task: *const ()) {
+    // SAFETY: the caller vouches that the task is alive.
+    unsafe { (*(task as *const Task)).unpark() }
+}
+
+/// An owning handle to the task behind a `current_task_raw` pointer.
+///
+/// # Safety
+/// As `unpark_raw`.
+pub(crate) unsafe fn coroutine_from_raw(task: *const ()) -> Coroutine {
+    // SAFETY: the caller vouches that the task is alive.
+    Coroutine::from_task(unsafe { (*(task as *const Task)).arc() })
+}
+
+/// Parks the running task once, recording `ParkReason::Sync`: `park` for
+/// fibra::sync's waits, inlined down to the switch so that the waiter
+/// parks in its caller's frame (see src/sync/waiter.rs, "Where the switch
+/// happens"). A cancellation point. On a plain thread, `thread::park`.
+#[inline(always)]
+pub(crate) fn park_sync() {
+    match current_task() {
+        Some(task) => {
+            task.park_reason
+                .store(ParkReason::Sync as u8, Ordering::Relaxed);
+            park_task_untimed(task)
+        }
+        None => thread::park(),
+    }
 }

@@ -1,0 +1,94 @@
+//! `fibra::sync` benchmarks, each beside its baseline in the same run:
+//!
+//! - `channel_ping_pong`: a round trip between two coroutines on one worker
+//!   over `mpsc::channel` and over `sync_channel(0)`, against the bare
+//!   park/unpark round trip the channel is built on (target: ≤ 80 ns);
+//! - `mutex_uncontended`: lock + increment + unlock on a plain thread,
+//!   fibra's `Mutex` against std's (target: ≤ 1.2x std);
+//! - `mutex_contended`: 1,000 coroutines x 1,000 increments of one counter
+//!   on 2 workers, yielding after every 100th, with fibra's `Mutex` and with
+//!   std's (which does not park here: no guard is held across a yield).
+//!   Go's `sync.Mutex` on the same workload is `benches/go/sync_compare.sh`.
+//!
+//! Run the first two pinned to one CPU, the last on two:
+//! `taskset -c 1 cargo bench --bench sync -- 'ping_pong|uncontended'` and
+//! `cargo bench --bench sync -- contended`.
+
+// The workloads shared with `examples/sync_compare` and `switch_cost`.
+#[path = "../examples/sync_compare/workloads.rs"]
+mod sync_workloads;
+#[allow(dead_code)]
+#[path = "../examples/switch_cost/workloads.rs"]
+mod workloads;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+fn runtime(workers: usize) -> fibra::Runtime {
+    fibra::Runtime::builder()
+        .workers(workers)
+        .build()
+        .expect("runtime")
+}
+
+fn bench_ping_pong(c: &mut Criterion) {
+    let mut group = c.benchmark_group("channel_ping_pong");
+    let rt = runtime(1);
+    group.bench_function("fibra_mpsc_channel_1_worker", |b| {
+        b.iter_custom(|iters| rt.block_on(move || sync_workloads::channel_ping_pong(iters)))
+    });
+    group.bench_function("fibra_sync_channel_0_1_worker", |b| {
+        b.iter_custom(|iters| rt.block_on(move || sync_workloads::rendezvous_ping_pong(iters)))
+    });
+    group.bench_function("park_unpark_baseline_1_worker", |b| {
+        b.iter_custom(|iters| rt.block_on(move || workloads::park_unpark(iters)))
+    });
+    group.finish();
+}
+
+fn bench_uncontended(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mutex_uncontended");
+    let fibra_mutex = fibra::sync::Mutex::new(0u64);
+    let std_mutex = std::sync::Mutex::new(0u64);
+    group.bench_function("fibra_mutex_plain_thread", |b| {
+        b.iter(|| *black_box(&fibra_mutex).lock().unwrap() += 1)
+    });
+    group.bench_function("std_mutex_plain_thread", |b| {
+        b.iter(|| *black_box(&std_mutex).lock().unwrap() += 1)
+    });
+    group.finish();
+}
+
+fn bench_contended(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mutex_contended");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(1_000_000));
+    let rt = runtime(2);
+    group.bench_function("fibra_mutex_1000_coroutines_2_workers", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    let counter = fibra::sync::Mutex::new(0u64);
+                    rt.block_on(|| sync_workloads::mutex_contended(counter, 1000, 1000, 100))
+                })
+                .sum()
+        })
+    });
+    group.bench_function("std_mutex_1000_coroutines_2_workers", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    let counter = std::sync::Mutex::new(0u64);
+                    rt.block_on(|| sync_workloads::mutex_contended(counter, 1000, 1000, 100))
+                })
+                .sum()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_ping_pong, bench_uncontended, bench_contended);
+criterion_main!(benches);

@@ -1,0 +1,388 @@
+//! The channel core under `fibra::sync::mpsc` (and, later, `mpmc`): a
+//! buffer and two wait lists under one lock, with values handed directly
+//! to parked receivers (Go's `hchan`, with fibra's waiter records).
+//!
+//! # State and invariants (all under `state`'s lock)
+//!
+//! - `buf` holds at most `cap` values (`usize::MAX`: unbounded; 0: a
+//!   rendezvous channel, whose buffer stays empty) — one more only for a
+//!   moment, when a cancelled receiver gives back a value (below).
+//! - Receivers wait only while `buf` is empty, and a sender hands its value
+//!   to the first waiting receiver instead of buffering it. So a waiting
+//!   receiver implies an empty buffer.
+//! - Senders wait only while `buf` is full, with their value in a slot on
+//!   their stack; a receiver that takes from a full buffer moves the first
+//!   waiting sender's value into the freed place (FIFO is kept) and wakes
+//!   it. At capacity 0 the receiver takes the value straight from the
+//!   sender's slot: `send` returns once a receiver has the value.
+//! - `senders` and `receivers` count live handles; the last one of a side
+//!   to go sets `senders_gone` / `receivers_gone` and claims every waiter
+//!   of the other side with `DISCONNECTED` in the same critical section,
+//!   so a waiter that queued before is woken, and one that comes after
+//!   sees the flag. Receivers still drain what is buffered first; senders
+//!   get their value back in the error. A dropped receiver side drops the
+//!   buffered values at once (after releasing the lock), as std's does.
+//!
+//! # Waiting
+//!
+//! Each wait is a `Waiter` + `Node` pair on the waiting stack (see
+//! `waiter.rs`), the node's data pointing at the value slot. The claim
+//! protocol makes a value handed to a receiver that is timing out or being
+//! cancelled safe: if the claim won, a timed-out `recv` returns the value,
+//! and a cancelled one gives it back — to another waiting receiver, or to
+//! the front of the buffer — so nothing sent is lost. A sender whose claim
+//! completed has delivered; if it was cancelled meanwhile, the value is the
+//! receiver's anyway.
+//!
+//! The uncontended paths — a send that buffers or meets a parked
+//! receiver, a receive that finds a value — take the lock once, allocate
+//! nothing (a bounded buffer is allocated with the channel; the unbounded
+//! one grows by doubling and keeps its capacity) and make no system call.
+//!
+//! For `mpmc` (phase 2) the receiver side is already shared-safe: any
+//! number of receivers may wait in `recv_waiters`, each claimed once.
+
+use std::cell::UnsafeCell;
+use std::collections::VecDeque;
+use std::mem;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use super::waiter::{FIRST_TOKEN, Node, SpinGuard, SpinLock, WaitList, Waiter, Wakeups};
+
+/// A receiver's slot was filled, or a sender's slot was emptied.
+const DELIVERED: usize = FIRST_TOKEN;
+/// The other side is gone.
+const DISCONNECTED: usize = FIRST_TOKEN + 1;
+
+/// Capacity of an unbounded channel.
+pub(crate) const UNBOUNDED: usize = usize::MAX;
+
+/// A bounded channel's buffer is allocated at creation up to this many
+/// values (so its sends and receives never allocate); beyond, it grows on
+/// demand. An unbounded one grows from empty and keeps what it reached.
+const PREALLOCATED: usize = 1024;
+
+/// How long an operation may wait.
+#[derive(Clone, Copy)]
+pub(crate) enum Wait {
+    /// Not at all (`try_send`, `try_recv`).
+    Never,
+    /// Until the deadline, or forever (None).
+    Until(Option<Instant>),
+}
+
+/// Why a send did not deliver; the value comes back.
+pub(crate) enum SendFailure<T> {
+    Full(T),
+    Disconnected(T),
+    Timeout(T),
+}
+
+/// What `recv_or_queue` did.
+enum Queue<T> {
+    Done(Result<T, RecvFailure>),
+    /// The receiver is queued; it waits until the deadline (or forever).
+    Queued(Option<Instant>),
+}
+
+impl<T> SendFailure<T> {
+    /// The value that was not delivered.
+    pub fn into_value(self) -> T {
+        match self {
+            SendFailure::Full(t) | SendFailure::Disconnected(t) | SendFailure::Timeout(t) => t,
+        }
+    }
+}
+
+/// Why a receive got no value.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RecvFailure {
+    Empty,
+    Disconnected,
+    Timeout,
+}
+
+/// A waiting side's value slot, on its stack.
+struct Slot<T>(*const UnsafeCell<Option<T>>);
+
+impl<T> Slot<T> {
+    /// # Safety
+    /// Under the channel lock, for a node whose claim is under way (its
+    /// waiter cannot leave, so the slot is alive and nobody else uses it).
+    unsafe fn put(&self, value: T) {
+        // SAFETY: see above.
+        unsafe { *(*self.0).get() = Some(value) };
+    }
+
+    /// # Safety
+    /// As `put`.
+    unsafe fn take(&self) -> Option<T> {
+        // SAFETY: see `put`.
+        unsafe { (*(*self.0).get()).take() }
+    }
+}
+
+pub(crate) struct Channel<T> {
+    state: SpinLock<State<T>>,
+    senders: AtomicUsize,
+    receivers: AtomicUsize,
+}
+
+struct State<T> {
+    buf: VecDeque<T>,
+    cap: usize,
+    recv_waiters: WaitList<Slot<T>>,
+    send_waiters: WaitList<Slot<T>>,
+    senders_gone: bool,
+    receivers_gone: bool,
+}
+
+impl<T> Channel<T> {
+    /// A channel with one sender and one receiver handle counted.
+    pub fn new(cap: usize) -> Channel<T> {
+        Channel {
+            state: SpinLock::new(State {
+                buf: if cap == UNBOUNDED {
+                    VecDeque::new()
+                } else {
+                    VecDeque::with_capacity(cap.min(PREALLOCATED))
+                },
+                cap,
+                recv_waiters: WaitList::new(),
+                send_waiters: WaitList::new(),
+                senders_gone: false,
+                receivers_gone: false,
+            }),
+            senders: AtomicUsize::new(1),
+            receivers: AtomicUsize::new(1),
+        }
+    }
+
+    pub fn add_sender(&self) {
+        self.senders.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A sender handle is dropped; the last one disconnects the receivers.
+    pub fn drop_sender(&self) {
+        if self.senders.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let mut wakeups = Wakeups::default();
+        let mut state = self.state.lock();
+        state.senders_gone = true;
+        state
+            .recv_waiters
+            .wake_all(DISCONNECTED, |_| (), &mut wakeups);
+        drop(state);
+        wakeups.wake();
+    }
+
+    /// A receiver handle is dropped; the last one disconnects the senders
+    /// and drops what is buffered.
+    pub fn drop_receiver(&self) {
+        if self.receivers.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let mut wakeups = Wakeups::default();
+        let mut state = self.state.lock();
+        state.receivers_gone = true;
+        let buffered = mem::take(&mut state.buf);
+        state
+            .send_waiters
+            .wake_all(DISCONNECTED, |_| (), &mut wakeups);
+        drop(state);
+        wakeups.wake();
+        drop(buffered);
+    }
+
+    /// Sends `value`, waiting as `wait` allows while the buffer is full.
+    pub fn send(&self, value: T, wait: Wait) -> Result<(), SendFailure<T>> {
+        let mut state = self.state.lock();
+        if state.receivers_gone {
+            drop(state);
+            return Err(SendFailure::Disconnected(value));
+        }
+        let mut value = Some(value);
+        if !state.recv_waiters.is_empty() {
+            let wakeup = state.recv_waiters.wake_front(DELIVERED, |slot, _| {
+                // SAFETY: claimed under the lock (see Slot::put).
+                unsafe { slot.put(value.take().expect("delivered once")) }
+            });
+            if let Some(wakeup) = wakeup {
+                drop(state);
+                wakeup.wake();
+                return Ok(());
+            }
+        }
+        let value = value.expect("not delivered");
+        if state.buf.len() < state.cap {
+            state.buf.push_back(value);
+            return Ok(());
+        }
+        match wait {
+            Wait::Never => {
+                drop(state);
+                Err(SendFailure::Full(value))
+            }
+            Wait::Until(deadline) => self.send_waiting(state, value, deadline),
+        }
+    }
+
+    /// `send` on a full buffer: queues with the value in a slot on this
+    /// stack and parks until a receiver takes it. Out of line, so that the
+    /// common path's frame stays small.
+    #[cold]
+    #[inline(never)]
+    fn send_waiting(
+        &self,
+        mut state: SpinGuard<'_, State<T>>,
+        value: T,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendFailure<T>> {
+        let slot = UnsafeCell::new(Some(value));
+        let waiter = Waiter::new();
+        let node = Node::new(&waiter, Slot(&slot));
+        // SAFETY: the node and slot stay in this frame until `wait`
+        // returns, and `wait` unlinks the node unless a claim did.
+        unsafe { state.send_waiters.push_back(&node) };
+        drop(state);
+        let token = waiter.wait(
+            deadline,
+            || self.state.lock().send_waiters.remove(&node),
+            |_| (),
+        );
+        let value = || {
+            slot.into_inner()
+                .expect("a sender's value stays until taken")
+        };
+        match token {
+            Some(DELIVERED) => Ok(()),
+            Some(_) => Err(SendFailure::Disconnected(value())),
+            None => Err(SendFailure::Timeout(value())),
+        }
+    }
+
+    /// Receives a value, waiting as `wait` allows while the buffer is empty.
+    ///
+    /// Inlined into the caller down to the park, so that the coroutine
+    /// switches out of the frame it resumes in (the switch's `ret` is then
+    /// predicted; see `crate::runtime`'s `suspend`); the work under the lock
+    /// is out of line (`recv_or_queue`).
+    #[inline(always)]
+    pub fn recv(&self, wait: Wait) -> Result<T, RecvFailure> {
+        let slot = UnsafeCell::new(None);
+        let mut waiter = None;
+        let mut node = None;
+        let deadline = match self.recv_or_queue(wait, &slot, &mut waiter, &mut node) {
+            Queue::Done(result) => return result,
+            Queue::Queued(deadline) => deadline,
+        };
+        let (Some(waiter), Some(node)) = (&waiter, &node) else {
+            unreachable!("a queued receiver has its records")
+        };
+        let token = waiter.wait(
+            deadline,
+            || self.state.lock().recv_waiters.remove(node),
+            |token| self.undo_recv(token, &slot),
+        );
+        match token {
+            Some(DELIVERED) => Ok(slot
+                .into_inner()
+                .expect("a delivered receiver's slot holds the value")),
+            Some(_) => Err(RecvFailure::Disconnected),
+            None => Err(RecvFailure::Timeout),
+        }
+    }
+
+    /// `recv` up to the park: a value if one is there, else (if `wait`
+    /// allows) the caller's records built in `waiter` and `node` and
+    /// linked, its node pointing at `slot`.
+    fn recv_or_queue<'a>(
+        &self,
+        wait: Wait,
+        slot: &'a UnsafeCell<Option<T>>,
+        waiter: &'a mut Option<Waiter>,
+        node: &'a mut Option<Node<Slot<T>>>,
+    ) -> Queue<T> {
+        let mut state = self.state.lock();
+        if !state.send_waiters.is_empty() {
+            return Queue::Done(Ok(self.recv_from_full(state)));
+        }
+        if let Some(value) = state.buf.pop_front() {
+            return Queue::Done(Ok(value));
+        }
+        if state.senders_gone {
+            return Queue::Done(Err(RecvFailure::Disconnected));
+        }
+        let deadline = match wait {
+            Wait::Never => return Queue::Done(Err(RecvFailure::Empty)),
+            Wait::Until(deadline) => deadline,
+        };
+        let waiter = waiter.insert(Waiter::new());
+        let node = node.insert(Node::new(waiter, Slot(slot)));
+        // SAFETY: the node and the slot live in `recv`'s frame until its
+        // `wait` returns, and that `wait` unlinks the node unless a claim
+        // did.
+        unsafe { state.recv_waiters.push_back(node) };
+        Queue::Queued(deadline)
+    }
+
+    /// A receive while senders wait: the buffer is full (the first waiting
+    /// sender's value moves into the freed place) or, at capacity 0, empty
+    /// (the value comes straight from the first waiting sender). Out of
+    /// line: the common receive finds no sender waiting.
+    #[cold]
+    #[inline(never)]
+    fn recv_from_full(&self, mut state: SpinGuard<'_, State<T>>) -> T {
+        let State {
+            buf, send_waiters, ..
+        } = &mut *state;
+        let value = buf.pop_front();
+        let mut taken = None;
+        let wakeup = send_waiters.wake_front(DELIVERED, |slot, _| {
+            // SAFETY: claimed under the lock (see Slot::take).
+            let sent = unsafe { slot.take() }.expect("a waiting sender has a value");
+            if value.is_some() {
+                buf.push_back(sent);
+            } else {
+                taken = Some(sent);
+            }
+        });
+        drop(state);
+        drop(wakeup);
+        value
+            .or(taken)
+            .expect("senders wait only on a full buffer or at capacity 0")
+    }
+
+    /// A cancelled receiver gives back what a claim delivered.
+    #[cold]
+    fn undo_recv(&self, token: usize, slot: &UnsafeCell<Option<T>>) {
+        if token == DELIVERED {
+            // SAFETY: the claim completed; the slot is ours again.
+            if let Some(value) = unsafe { (*slot.get()).take() } {
+                self.give_back(value);
+            }
+        }
+    }
+
+    /// A value handed to a receiver that was cancelled before it could
+    /// return it goes to another waiting receiver, or back to the front of
+    /// the buffer.
+    fn give_back(&self, value: T) {
+        let mut state = self.state.lock();
+        let mut value = Some(value);
+        let wakeup = state.recv_waiters.wake_front(DELIVERED, |slot, _| {
+            // SAFETY: claimed under the lock (see Slot::put).
+            unsafe { slot.put(value.take().expect("delivered once")) }
+        });
+        if let Some(value) = value {
+            state.buf.push_front(value);
+        }
+        drop(state);
+        if let Some(wakeup) = wakeup {
+            wakeup.wake();
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! `std::sync` for coroutines: change `use std::sync::...` to
+//! `use fibra::sync::...` and keep the code.
+//!
+//! Every type here has std's name, methods, signatures and semantics —
+//! poisoning, `LockResult`, `TryLockError`, the mpsc error types — but a
+//! wait parks the calling coroutine, so its worker runs other coroutines
+//! meanwhile; on a plain OS thread the same call blocks the thread. A
+//! `std::thread` and a coroutine may share one `Mutex` or channel.
+//! What never blocks (`Arc`, `Weak`, `atomic`, the error types) is std's
+//! own, re-exported.
+//!
+//! ```
+//! use fibra::sync::{Arc, Mutex, mpsc};
+//!
+//! let total = Arc::new(Mutex::new(0));
+//! let (tx, rx) = mpsc::channel();
+//! for i in 1..=10 {
+//!     let (total, tx) = (Arc::clone(&total), tx.clone());
+//!     fibra::spawn(move || {
+//!         *total.lock().unwrap() += i;
+//!         tx.send(()).unwrap();
+//!     });
+//! }
+//! for _ in 0..10 {
+//!     rx.recv().unwrap(); // parks this coroutine, or blocks this thread
+//! }
+//! assert_eq!(*total.lock().unwrap(), 55);
+//! ```
+//!
+//! # How waits work
+//!
+//! Each primitive keeps a state word whose uncontended paths are a CAS or
+//! two — no system call, no allocation — and, behind it, a list of waiter
+//! records that live on the waiting coroutines' own stacks (a parked
+//! coroutine's stack never moves, so others may point into it). A waker
+//! claims a record, hands over the outcome (the lock, a value,
+//! "disconnected") and unparks its owner; a waiter that times out or is
+//! cancelled withdraws its record first, or, if a claim beat it, takes the
+//! outcome and gives it back. `waiter.rs` states the protocol; each
+//! primitive's file says what its state word means and why no wakeup is
+//! lost.
+//!
+//! Fairness: `Mutex` lets a running coroutine take a just-released lock
+//! ahead of a parked one (cheap), until a waiter has waited 1 ms; from
+//! then on the lock is handed over in arrival order (Go's `sync.Mutex`
+//! starvation mode). `RwLock` serves waiters in order, so writers never
+//! starve. Waiters never spin a worker: a `lock()` spins about 120 pauses
+//! for a holder on another worker before parking, and that is all.
+//!
+//! # Cancellation
+//!
+//! `JoinHandle::cancel` unwinds a coroutine from the park it is in. A
+//! coroutine cancelled inside any wait here leaves its queue cleanly: the
+//! lock it was about to be handed goes to the next waiter, a value handed
+//! to a cancelled `recv` goes back to the channel, a `Condvar` waiter
+//! re-takes its mutex before the guard it owns is dropped.
+//!
+//! # Poisoning
+//!
+//! As std's: a guard dropped while its holder unwinds poisons the lock
+//! (cancellation unwinds too, so a coroutine cancelled while holding a
+//! `Mutex` poisons it). std tracks panics per OS thread, which coroutines
+//! share; `poison.rs` says what fibra does where that matters and
+//! `fibra::thread::panicking` documents the limit.
+
+/// What `Mutex` and `RwLock` share with std's: the poison flag's methods,
+/// `get_mut`, built from a value (`From`, `Default`), consumed into it
+/// (`into_inner`), and guards shown as the data they guard.
+macro_rules! lock_conversions {
+    ($lock:ident, $($guard:ident),+) => {
+        impl<T: ?Sized> $lock<T> {
+            /// Whether a holder panicked while holding the lock (for a
+            /// `RwLock`, a writer).
+            #[inline]
+            pub fn is_poisoned(&self) -> bool {
+                self.poison.get()
+            }
+
+            /// Clears the poison flag.
+            pub fn clear_poison(&self) {
+                self.poison.clear();
+            }
+
+            /// The data, through `&mut self` (no locking needed).
+            pub fn get_mut(&mut self) -> std::sync::LockResult<&mut T> {
+                let data = self.data.get_mut();
+                super::poison::map_result(&self.poison, data)
+            }
+        }
+
+        impl<T> $lock<T> {
+            /// Consumes the lock and returns its data (`Err` if poisoned,
+            /// with the data inside).
+            pub fn into_inner(self) -> std::sync::LockResult<T> {
+                let poisoned = self.poison.get();
+                super::poison::result(poisoned, self.data.into_inner())
+            }
+        }
+
+        impl<T: Default> Default for $lock<T> {
+            fn default() -> $lock<T> {
+                $lock::new(T::default())
+            }
+        }
+
+        impl<T> From<T> for $lock<T> {
+            fn from(value: T) -> $lock<T> {
+                $lock::new(value)
+            }
+        }
+
+        $(
+            impl<T: ?Sized + std::fmt::Debug> std::fmt::Debug for $guard<'_, T> {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    std::fmt::Debug::fmt(&**self, f)
+                }
+            }
+
+            impl<T: ?Sized + std::fmt::Display> std::fmt::Display for $guard<'_, T> {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    (**self).fmt(f)
+                }
+            }
+        )+
+    };
+}
+
+mod barrier;
+mod channel;
+mod condvar;
+pub mod mpsc;
+mod mutex;
+mod once;
+mod once_lock;
+pub(crate) mod poison;
+mod rwlock;
+mod waiter;
+
+pub use barrier::{Barrier, BarrierWaitResult};
+pub use condvar::{Condvar, WaitTimeoutResult};
+pub use mutex::{Mutex, MutexGuard};
+pub use once::{Once, OnceState};
+pub use once_lock::{LazyLock, OnceLock};
+pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+pub use std::sync::{Arc, LockResult, PoisonError, TryLockError, TryLockResult, Weak, atomic};
