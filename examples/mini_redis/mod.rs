@@ -15,8 +15,8 @@
 //!   write once; a subscribed client gets a second, writer coroutine;
 //! - `db.rs` — the key space, and the coroutine that expires keys;
 //! - `pubsub.rs` — channels, subscribers, fan-out;
-//! - `sync.rs` — the locks and the park/unpark waiting the others share
-//!   (the one file to change when `fibra::sync` arrives).
+//! - `sync.rs` — the locks and waits the others share, on `fibra::sync`
+//!   (`Mutex`, `Condvar`): waits park the coroutine, not the worker.
 //!
 //! [`serve`] is the accept loop; the example binary (`examples/mini_redis.rs`)
 //! and the tests (`tests/mini_redis*.rs`) both run it.

@@ -3,34 +3,18 @@
 //! coroutine's sleep that a SET can cut short) and [`Mailbox`] (a
 //! subscriber's queue of outgoing bytes).
 //!
-//! # Why std's `Mutex`, and what that demands
-//!
-//! fibra's own locks (`fibra::sync`, whose waits park the coroutine instead
-//! of blocking the worker thread) are not in the crate yet, so the locks
-//! here are `std::sync::Mutex`. That is sound only because no lock here is
-//! ever held across a park point — no socket call, no sleep, no park runs
-//! while a guard lives; every critical section is a few map or buffer
-//! operations. A std lock held across a park would block the worker thread,
-//! and with it every other coroutine of that worker, possibly forever.
-//! When `fibra::sync` lands, `Mutex` below becomes `fibra::sync::Mutex`
-//! (same API) and `Wakeup` becomes a `fibra::sync::Mutex<bool>` with a
-//! `fibra::sync::Condvar` (`wait_timeout` for the deadline, `notify_one`
-//! for `notify`); nothing outside this file changes.
-//!
-//! # Waiting: park/unpark with a flag
-//!
-//! A `Wakeup` has one waiter at a time. `wait` records the calling coroutine
-//! (`fibra::current()`) under the lock unless a notification is already
-//! pending, then parks; `notify` sets the pending flag and unparks whoever
-//! is recorded. A notification that comes before the wait is kept by the
-//! flag, and one that comes between the unlock and the park is kept by
-//! fibra's park token, so none is lost. `wait` may return early; callers
-//! re-check their own state in a loop.
+//! All of them are `fibra::sync`'s `Mutex` and `Condvar`: the same API as
+//! std's, but a wait parks the coroutine instead of blocking the worker
+//! thread, so a coroutine that waits on a condition variable (the expiry
+//! coroutine, a subscriber's writer) leaves its worker to the others. The
+//! critical sections are still a few map or buffer operations: a lock is
+//! never held across a socket call.
 
-use std::sync::{MutexGuard, PoisonError};
 use std::time::Instant;
 
-pub use std::sync::Mutex;
+use fibra::sync::{Condvar, MutexGuard, PoisonError};
+
+pub use fibra::sync::Mutex;
 
 /// Locks `mutex`, ignoring poisoning: every critical section here leaves
 /// its data consistent before anything in it can panic.
@@ -38,54 +22,41 @@ pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A single waiter's wake-up call (see the module docs).
+/// A wake-up call for one waiter: a pending flag and a condition variable.
+/// A `notify` before the `wait` is kept by the flag.
 #[derive(Default)]
 pub struct Wakeup {
-    state: Mutex<WakeupState>,
-}
-
-#[derive(Default)]
-struct WakeupState {
-    pending: bool,
-    waiter: Option<fibra::Coroutine>,
+    pending: Mutex<bool>,
+    changed: Condvar,
 }
 
 impl Wakeup {
     /// Waits until `notify` is called (at once if it was called since the
     /// last wait) or `deadline` passes. May return early.
     pub fn wait(&self, deadline: Option<Instant>) {
-        {
-            let mut state = lock(&self.state);
-            if state.pending {
-                state.pending = false;
-                return;
-            }
-            state.waiter = Some(fibra::current());
-        }
-        match deadline {
-            Some(deadline) => {
-                let now = Instant::now();
-                if deadline > now {
-                    fibra::park_timeout(deadline - now);
+        let mut pending = lock(&self.pending);
+        if !*pending {
+            pending = match deadline {
+                Some(deadline) => {
+                    let timeout = deadline.saturating_duration_since(Instant::now());
+                    self.changed
+                        .wait_timeout(pending, timeout)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
                 }
-            }
-            None => fibra::park(),
+                None => self
+                    .changed
+                    .wait(pending)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
         }
-        let mut state = lock(&self.state);
-        state.waiter = None;
-        state.pending = false;
+        *pending = false;
     }
 
     /// Makes the current or the next `wait` return.
     pub fn notify(&self) {
-        let waiter = {
-            let mut state = lock(&self.state);
-            state.pending = true;
-            state.waiter.take()
-        };
-        if let Some(waiter) = waiter {
-            waiter.unpark();
-        }
+        *lock(&self.pending) = true;
+        self.changed.notify_one();
     }
 }
 
@@ -102,7 +73,7 @@ impl Wakeup {
 /// messages silently.
 pub struct Mailbox {
     queue: Mutex<Queue>,
-    ready: Wakeup,
+    ready: Condvar,
     limit: usize,
     on_overflow: Box<dyn Fn() + Send + Sync>,
 }
@@ -132,7 +103,7 @@ impl Mailbox {
                 bytes: Vec::new(),
                 state: MailboxState::Open,
             }),
-            ready: Wakeup::default(),
+            ready: Condvar::new(),
             limit,
             on_overflow: Box::new(on_overflow),
         }
@@ -158,7 +129,7 @@ impl Mailbox {
         if !queued {
             (self.on_overflow)();
         }
-        self.ready.notify();
+        self.ready.notify_one();
         queued
     }
 
@@ -170,7 +141,7 @@ impl Mailbox {
                 queue.state = MailboxState::Closed;
             }
         }
-        self.ready.notify();
+        self.ready.notify_one();
     }
 
     /// Waits until bytes are queued or the mailbox is no longer open, then
@@ -178,15 +149,13 @@ impl Mailbox {
     /// the state: while it is `Closed`, bytes may still have been taken;
     /// `Overflowed` discards them.
     pub fn take(&self, into: &mut Vec<u8>) -> MailboxState {
-        loop {
-            {
-                let mut queue = lock(&self.queue);
-                if !queue.bytes.is_empty() || queue.state != MailboxState::Open {
-                    std::mem::swap(&mut queue.bytes, into);
-                    return queue.state;
-                }
-            }
-            self.ready.wait(None);
-        }
+        let mut queue = self
+            .ready
+            .wait_while(lock(&self.queue), |q| {
+                q.bytes.is_empty() && q.state == MailboxState::Open
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        std::mem::swap(&mut queue.bytes, into);
+        queue.state
     }
 }
