@@ -36,34 +36,24 @@ fn main() -> ExitCode {
 
 fn run() -> io::Result<()> {
     let port = port_from_args(std::env::args().skip(1))?;
-    let workers = match std::env::var("FIBRA_WORKERS") {
-        Ok(text) => Some(
-            text.parse::<usize>()
-                .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| {
-                    invalid(format!("FIBRA_WORKERS={text:?} is not a positive number"))
-                })?,
-        ),
-        Err(_) => None,
-    };
     // Room for 10,000 clients and more.
     http_common::raise_fd_limit()?;
-    let mut builder = fibra::Runtime::builder();
-    if let Some(workers) = workers {
-        builder = builder.workers(workers);
-    }
-    let runtime = builder.build()?;
-    runtime.block_on(move || {
+    // fibra's default runtime: one worker per CPU, or `FIBRA_WORKERS` (a bad
+    // value stops the first spawn with a message naming the variable).
+    let server = fibra::spawn(move || {
         let listener = TcpListener::bind(("127.0.0.1", port))?;
         eprintln!(
             "mini_redis: listening on {} with {} worker(s)",
             listener.local_addr()?,
-            workers.map_or_else(|| "one per CPU".to_owned(), |n| n.to_string())
+            fibra::metrics().workers
         );
         let shared = Arc::new(mini_redis::Shared::new(mini_redis::DEFAULT_MAILBOX_LIMIT));
         mini_redis::serve(listener, shared)
-    })
+    });
+    match server.join() {
+        Ok(result) => result,
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
 }
 
 /// `--port N` (or `--port=N`); 6379 without it.
