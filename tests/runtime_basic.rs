@@ -1,6 +1,6 @@
 //! Basic behaviour of the N:M scheduler through the public API: spawn/join and
 //! their values, panics and cancellation carried to `join`, `block_on`, names
-//! and ids, park/unpark tokens and timeouts, sleep accuracy, yielding, the same
+//! and ids, park/unpark tokens and timeouts, yielding, the same
 //! calls made from a plain OS thread, and per-coroutine stack sizes.
 
 mod common;
@@ -534,66 +534,7 @@ fn park_timeout_returns_early_when_unparked() {
 }
 
 // ---------------------------------------------------------------------------
-// sleep and yield
-
-#[test]
-fn sleep_waits_at_least_requested_and_median_within_2ms() {
-    watchdog(
-        "sleep_waits_at_least_requested_and_median_within_2ms",
-        WATCHDOG,
-        || {
-            let rt = runtime(1, "sleep");
-            let samples = rt.block_on(|| {
-                (0..9)
-                    .map(|_| {
-                        let start = Instant::now();
-                        fibra::sleep(Duration::from_millis(10));
-                        start.elapsed()
-                    })
-                    .collect::<Vec<_>>()
-            });
-            for sample in &samples {
-                assert!(
-                    *sample >= Duration::from_millis(10),
-                    "woke early: {samples:?}"
-                );
-            }
-            let median = median(samples.clone());
-            assert!(
-                median <= Duration::from_millis(12),
-                "median {median:?} of {samples:?}"
-            );
-            drop(rt);
-        },
-    );
-}
-
-#[test]
-fn sleep_until_waits_for_deadline_and_not_for_past_one() {
-    watchdog(
-        "sleep_until_waits_for_deadline_and_not_for_past_one",
-        WATCHDOG,
-        || {
-            let rt = runtime(1, "sleep-until");
-            let (past, woke, target) = rt.block_on(|| {
-                let start = Instant::now();
-                fibra::sleep_until(start); // already passed
-                let past = start.elapsed();
-                let target = Instant::now() + Duration::from_millis(15);
-                fibra::sleep_until(target);
-                (past, Instant::now(), target)
-            });
-            assert!(past < Duration::from_millis(500), "took {past:?}");
-            assert!(woke >= target, "woke {:?} early", target - woke);
-            assert!(
-                woke - target < Duration::from_secs(1),
-                "overslept by {:?}",
-                woke - target
-            );
-            drop(rt);
-        },
-    );
-}
+// yield (sleep is in runtime_timers.rs)
 
 #[test]
 fn yield_now_interleaves_coroutines_of_one_worker() {

@@ -2,6 +2,9 @@
 //! home-worker rule under heavy yielding and cross-worker parking, stealing of
 //! unstarted coroutines, no lost wakeups in a token ring spanning coroutines
 //! and OS threads, and fairness between started and fresh coroutines.
+//!
+//! The ring carries 8 tokens, so a lost wakeup there is healed by the next
+//! token's unpark; tests/runtime_unpark.rs passes one token, which cannot.
 
 mod common;
 

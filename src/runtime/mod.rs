@@ -478,8 +478,11 @@ fn park_task_raw(task: &Task) {
             inspect::capture_while_parked(task);
         }
     } else {
-        // A token (NOTIFIED) was waiting: consume it.
-        task.state.store(RUNNING, Ordering::Release);
+        // A token (NOTIFIED) was waiting: consume it with a swap, which
+        // reads (and synchronizes with) the latest unpark's write; a plain
+        // store could let the caller's re-check miss that unpark's condition
+        // (task.rs, "Memory ordering").
+        task.state.swap(RUNNING, Ordering::Acquire);
     }
 }
 

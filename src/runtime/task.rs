@@ -30,6 +30,21 @@
 //! until the switch completes, so a waker on another thread can at most put
 //! it on the home worker's inbox early.
 //!
+//! # Memory ordering: an unpark is never half-seen
+//!
+//! An unpark happens-before the return of the park that consumes its token
+//! (std promises as much for `thread::park`): a waker writes its condition,
+//! then unparks; the parker, back from `park`, re-reads the condition and
+//! must see that write. So both ends are read-modify-writes of the state
+//! word: `unpark` writes NOTIFIED (Release) even when a token is already
+//! there, and `park` consumes a token with a swap (Acquire), which reads the
+//! latest write. With a plain load in `unpark` ("a token is there, nothing
+//! to do") and a plain store in `park`, an unpark landing while `park`
+//! consumes an older token synchronizes with nothing: on x86 the parker's
+//! store of RUNNING waits in its store buffer while it re-reads the old
+//! condition, and it parks for good (tests/runtime_unpark.rs lost such a
+//! wakeup within seconds). std's futex parker makes both ends a swap too.
+//!
 //! # Who owns a parked task
 //!
 //! While a task runs, its worker holds one `Arc<Task>`. When the task parks,
@@ -202,9 +217,10 @@ impl Task {
                     }
                     state = self.state.load(Ordering::Acquire);
                 }
-                NOTIFIED => return,
+                // RUNNING or NOTIFIED: leave a token, written even over one
+                // (see "Memory ordering" above).
                 _ => match self.state.compare_exchange_weak(
-                    RUNNING,
+                    state,
                     NOTIFIED,
                     Ordering::AcqRel,
                     Ordering::Acquire,

@@ -272,6 +272,18 @@ pub fn max_map_count() -> usize {
         .expect("numeric vm.max_map_count")
 }
 
+/// This process's resident memory in bytes (the second field of
+/// /proc/self/statm, in 4 KiB pages).
+pub fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("read /proc/self/statm");
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("resident pages in /proc/self/statm");
+    pages * 4096
+}
+
 /// This process's current address-space size in bytes (VmSize).
 pub fn address_space_in_use() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
@@ -337,6 +349,18 @@ pub fn asleep_in(tid: i32, syscalls: &[i64]) -> bool {
         .next()
         .and_then(|nr| nr.parse::<i64>().ok())
         .is_some_and(|nr| syscalls.contains(&nr))
+}
+
+/// How many times thread `tid` of this process has gone to sleep (its
+/// voluntary context switches): a sleeping thread that is not woken keeps
+/// the count.
+pub fn voluntary_switches(tid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/task/{tid}/status"))
+        .expect("read the thread's status")
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("voluntary_ctxt_switches in /proc/<tid>/status")
 }
 
 /// The thread ids of the workers of a runtime built by `runtime(n, prefix)`
