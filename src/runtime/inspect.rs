@@ -83,7 +83,7 @@ pub(crate) fn metrics(shared: &Shared) -> Metrics {
             .map(|w| {
                 let counters = &w.watch.counters;
                 let mut parked = [0u64; REASONS];
-                let live = w.live.lock().unwrap_or_else(|e| e.into_inner());
+                let live = w.live.lock();
                 let running = counters.running.load(Ordering::Acquire);
                 let mut is_running = false;
                 for &task in &live.0 {
@@ -142,7 +142,7 @@ pub(crate) struct StallProbe {
 /// the one at address `running` (as read from `counters.running`).
 pub(crate) fn probe_stall(shared: &Shared, index: usize, running: usize) -> Option<StallProbe> {
     let worker = shared.workers.get(index)?;
-    let _live = worker.live.lock().unwrap_or_else(|e| e.into_inner());
+    let _live = worker.live.lock();
     if running == 0 || worker.watch.counters.running.load(Ordering::Acquire) != running {
         return None;
     }
@@ -203,7 +203,7 @@ impl Worker {
         let mut answer = WorkerAnswer::new(self.index, true);
         let mut stacks: HashMap<Vec<usize>, u32> = HashMap::new();
         {
-            let live = self.me().live.lock().unwrap_or_else(|e| e.into_inner());
+            let live = self.me().live.lock();
             answer.tasks.reserve(live.0.len());
             for &task in &live.0 {
                 // SAFETY: live tasks are kept alive (see `WorkerShared::live`).
@@ -382,7 +382,7 @@ fn collect(shared: &Arc<Shared>) -> Dump {
 /// Lists a worker's coroutines from another thread, without backtraces.
 fn list_from_outside(worker: &WorkerShared, index: usize) -> WorkerAnswer {
     let mut answer = WorkerAnswer::new(index, false);
-    let live = worker.live.lock().unwrap_or_else(|e| e.into_inner());
+    let live = worker.live.lock();
     let running = worker.watch.counters.running.load(Ordering::Acquire);
     for &task in &live.0 {
         // SAFETY: live tasks are kept alive while the lock is held (see

@@ -39,6 +39,7 @@ mod config;
 mod fork;
 mod inspect;
 mod join;
+mod live;
 mod placement;
 mod spawn;
 mod task;

@@ -79,8 +79,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker as Deque};
@@ -89,6 +89,7 @@ use crate::coroutine::CoroutineResult;
 use crate::io::Poller;
 
 use super::Shared;
+use super::live::LiveLock;
 use super::placement::notify_idle;
 use super::spawn::drop_unrun;
 use super::task::{NO_HOME, Suspend, Task, TaskCoroutine, TaskYielder};
@@ -137,7 +138,7 @@ pub(crate) struct WorkerShared {
     /// holds). Locked by the worker only when a task starts or finishes,
     /// and by a dump or the watchdog that reads the tasks from another
     /// thread: a task listed here cannot be freed while the lock is held.
-    pub live: Mutex<LiveTasks>,
+    pub live: LiveLock,
     /// What observers see of the worker (src/observe, runtime/inspect.rs).
     pub watch: WorkerWatch,
 }
@@ -151,7 +152,7 @@ impl WorkerShared {
             poller: Arc::new(Poller::new()?),
             queued: AtomicUsize::new(0),
             pairs: AtomicUsize::new(0),
-            live: Mutex::new(LiveTasks(Vec::new())),
+            live: LiveLock::new(),
             watch: WorkerWatch::new(),
         })
     }
@@ -358,7 +359,7 @@ impl Worker {
     #[cold]
     fn enlist(&self, task: &Arc<Task>) {
         task.home.store(self.index, Ordering::Relaxed);
-        let mut live = self.me().live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut live = self.me().live.lock();
         task.live_slot.set(live.0.len());
         live.0.push(Arc::as_ptr(task));
     }
@@ -416,7 +417,7 @@ impl Worker {
         }
         drop(coroutine);
         let slot = task.live_slot.replace(usize::MAX);
-        let mut live = self.me().live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut live = self.me().live.lock();
         let live = &mut live.0;
         if slot < live.len() {
             live.swap_remove(slot);
@@ -622,7 +623,7 @@ impl Worker {
         // runtime dead: run nothing of it, not even its unwinding.
         super::fork::end_if_forked_copy(&self.shared);
         if !self.cancelled_all.replace(true) {
-            let live = self.me().live.lock().unwrap_or_else(|e| e.into_inner());
+            let live = self.me().live.lock();
             for &task in &live.0 {
                 // SAFETY: live tasks are kept alive (see `live`).
                 let task = unsafe { &*task };
@@ -647,14 +648,7 @@ impl Worker {
             if next.is_some() {
                 return next;
             }
-            if self
-                .me()
-                .live
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .0
-                .is_empty()
-            {
+            if self.me().live.lock().0.is_empty() {
                 return None;
             }
             self.sleep_in_shutdown();
@@ -853,12 +847,6 @@ fn drop_unstarted(task: Arc<Task>) {
             .fetch_add(1, Ordering::Relaxed);
     }
 }
-
-/// The tasks homed on one worker that have started and not finished.
-pub(crate) struct LiveTasks(pub Vec<*const Task>);
-// SAFETY: the pointers are only dereferenced under the lock that guards
-// them, while the tasks they name are alive (see `WorkerShared::live`).
-unsafe impl Send for LiveTasks {}
 
 /// A pointer to the task, moved into its own coroutine's closure.
 struct TaskPtr(*const Task);
