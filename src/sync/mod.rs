@@ -128,12 +128,14 @@ macro_rules! lock_conversions {
 mod barrier;
 mod channel;
 mod condvar;
+pub mod mpmc;
 pub mod mpsc;
 mod mutex;
 mod once;
 mod once_lock;
 pub(crate) mod poison;
 mod rwlock;
+pub mod select;
 mod waiter;
 
 pub use barrier::{Barrier, BarrierWaitResult};
@@ -142,5 +144,10 @@ pub use mutex::{Mutex, MutexGuard};
 pub use once::{Once, OnceState};
 pub use once_lock::{LazyLock, OnceLock};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+pub use select::Select;
+
+/// `select!` is also reachable as `fibra::sync::select!`.
+#[doc(inline)]
+pub use crate::select;
 
 pub use std::sync::{Arc, LockResult, PoisonError, TryLockError, TryLockResult, Weak, atomic};
