@@ -128,6 +128,8 @@ macro_rules! lock_conversions {
 mod barrier;
 mod channel;
 mod condvar;
+mod event;
+mod gate;
 pub mod mpmc;
 pub mod mpsc;
 mod mutex;
@@ -136,6 +138,7 @@ mod once_lock;
 pub(crate) mod poison;
 mod rwlock;
 pub mod select;
+mod wait_group;
 mod waiter;
 
 pub use barrier::{Barrier, BarrierWaitResult};
@@ -145,6 +148,9 @@ pub use once::{Once, OnceState};
 pub use once_lock::{LazyLock, OnceLock};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use select::Select;
+
+pub use event::Event;
+pub use wait_group::{WaitGroup, WaitGroupToken};
 
 /// `select!` is also reachable as `fibra::sync::select!`.
 #[doc(inline)]
