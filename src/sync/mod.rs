@@ -138,6 +138,7 @@ mod once_lock;
 pub(crate) mod poison;
 mod rwlock;
 pub mod select;
+mod semaphore;
 mod wait_group;
 mod waiter;
 
@@ -150,6 +151,7 @@ pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use select::Select;
 
 pub use event::Event;
+pub use semaphore::{Semaphore, SemaphorePermit};
 pub use wait_group::{WaitGroup, WaitGroupToken};
 
 /// `select!` is also reachable as `fibra::sync::select!`.
