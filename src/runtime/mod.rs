@@ -738,15 +738,29 @@ pub fn current() -> Coroutine {
     if let Some(task) = current_task() {
         return Coroutine::from_task(task.arc());
     }
-    thread_local! {
-        static THREAD_ID: u64 = next_id();
-    }
     Coroutine {
         inner: Inner::Thread {
             thread: thread::current(),
-            id: THREAD_ID.with(|id| *id),
+            id: thread_id(),
         },
     }
+}
+
+/// `current().id()` without making a handle (no reference count): for
+/// fibra::sync's owner checks (`ReentrantLock`).
+pub(crate) fn current_id() -> u64 {
+    match current_task() {
+        Some(task) => task.id,
+        None => thread_id(),
+    }
+}
+
+/// The calling thread's id in the coroutines' numbering.
+fn thread_id() -> u64 {
+    thread_local! {
+        static THREAD_ID: u64 = next_id();
+    }
+    THREAD_ID.with(|id| *id)
 }
 
 // ---------------------------------------------------------------------------

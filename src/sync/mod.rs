@@ -136,6 +136,7 @@ mod mutex;
 mod once;
 mod once_lock;
 pub(crate) mod poison;
+mod reentrant;
 mod rwlock;
 pub mod select;
 mod semaphore;
@@ -151,6 +152,7 @@ pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use select::Select;
 
 pub use event::Event;
+pub use reentrant::{ReentrantLock, ReentrantLockGuard};
 pub use semaphore::{Semaphore, SemaphorePermit};
 pub use wait_group::{WaitGroup, WaitGroupToken};
 
