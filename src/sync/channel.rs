@@ -161,6 +161,25 @@ struct State<T> {
     receivers_gone: bool,
 }
 
+/// Runs a waiting sender's hook if it unwinds (cancelled) with its value
+/// still in its slot: no receiver took it (`Channel::send_hooked`).
+struct UndeliveredOnUnwind<'a, T> {
+    slot: &'a UnsafeCell<Option<T>>,
+    hook: Option<&'a dyn Fn()>,
+}
+
+impl<T> Drop for UndeliveredOnUnwind<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: dropped only as `send_waiting` unwinds out of `wait`,
+        // which has unlinked the node (or seen it claimed) first: nobody
+        // else reaches the slot any more.
+        let undelivered = unsafe { (*self.slot.get()).is_some() };
+        if let (true, Some(hook)) = (undelivered, self.hook) {
+            hook();
+        }
+    }
+}
+
 impl<T> Channel<T> {
     /// A channel with one sender and one receiver handle counted.
     pub fn new(cap: usize) -> Channel<T> {
@@ -234,7 +253,21 @@ impl<T> Channel<T> {
     }
 
     /// Sends `value`, waiting as `wait` allows while the buffer is full.
+    #[inline]
     pub fn send(&self, value: T, wait: Wait) -> Result<(), SendFailure<T>> {
+        self.send_hooked(value, wait, None)
+    }
+
+    /// `send`, and if the sender is cancelled while it waits and its value
+    /// was not delivered (the value is dropped as the sender unwinds),
+    /// `undelivered_on_unwind` runs (`JoinableQueue` uncounts the item).
+    #[inline(always)]
+    pub fn send_hooked(
+        &self,
+        value: T,
+        wait: Wait,
+        undelivered_on_unwind: Option<&dyn Fn()>,
+    ) -> Result<(), SendFailure<T>> {
         let mut state = self.state.lock();
         if state.receivers_gone {
             drop(state);
@@ -262,7 +295,9 @@ impl<T> Channel<T> {
                 drop(state);
                 Err(SendFailure::Full(value))
             }
-            Wait::Until(deadline) => self.send_waiting(state, value, deadline),
+            Wait::Until(deadline) => {
+                self.send_waiting(state, value, deadline, undelivered_on_unwind)
+            }
         }
     }
 
@@ -276,6 +311,7 @@ impl<T> Channel<T> {
         mut state: SpinGuard<'_, State<T>>,
         value: T,
         deadline: Option<Instant>,
+        undelivered_on_unwind: Option<&dyn Fn()>,
     ) -> Result<(), SendFailure<T>> {
         let slot = UnsafeCell::new(Some(value));
         let waiter = Waiter::new();
@@ -284,11 +320,17 @@ impl<T> Channel<T> {
         // returns, and `wait` unlinks the node unless a claim did.
         unsafe { state.send_waiters.push_back(&node) };
         drop(state);
+        // Declared after `slot`, so dropped (on unwind) while it is alive.
+        let on_unwind = UndeliveredOnUnwind {
+            slot: &slot,
+            hook: undelivered_on_unwind,
+        };
         let token = waiter.wait(
             deadline,
             || self.state.lock().send_waiters.remove(&node),
             |_| (),
         );
+        mem::forget(on_unwind);
         let value = || {
             slot.into_inner()
                 .expect("a sender's value stays until taken")

@@ -130,6 +130,7 @@ mod channel;
 mod condvar;
 mod event;
 mod gate;
+mod joinable_queue;
 pub mod mpmc;
 pub mod mpsc;
 mod mutex;
@@ -152,6 +153,7 @@ pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use select::Select;
 
 pub use event::Event;
+pub use joinable_queue::{Full, JoinableQueue};
 pub use reentrant::{ReentrantLock, ReentrantLockGuard};
 pub use semaphore::{Semaphore, SemaphorePermit};
 pub use wait_group::{WaitGroup, WaitGroupToken};
