@@ -58,6 +58,7 @@ use crate::coroutine::next_id;
 use crate::observe::metrics::RuntimeCounters;
 use crate::observe::{Dump, Metrics, ParkReason};
 use crate::stack::DEFAULT_STACK_SIZE;
+use crate::sync::local::LocalMap;
 
 pub use join::JoinHandle;
 pub use spawn::{Builder, spawn};
@@ -831,6 +832,12 @@ pub(crate) unsafe fn unpark_raw(task: *const ()) {
 pub(crate) unsafe fn coroutine_from_raw(task: *const ()) -> Coroutine {
     // SAFETY: the caller vouches that the task is alive.
     Coroutine::from_task(unsafe { (*(task as *const Task)).arc() })
+}
+
+/// The running coroutine's `coroutine_local!` values (src/sync/local.rs);
+/// None on a plain thread. Only that coroutine may touch them.
+pub(crate) fn current_locals() -> Option<&'static std::cell::UnsafeCell<Option<Box<LocalMap>>>> {
+    current_task().map(|task| &task.locals)
 }
 
 /// Parks the running task once, recording `ParkReason::Sync`: `park` for

@@ -131,6 +131,7 @@ mod condvar;
 mod event;
 mod gate;
 mod joinable_queue;
+pub(crate) mod local;
 pub mod mpmc;
 pub mod mpsc;
 mod mutex;
