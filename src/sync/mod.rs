@@ -9,6 +9,19 @@
 //! What never blocks (`Arc`, `Weak`, `atomic`, the error types) is std's
 //! own, re-exported.
 //!
+//! Beyond std, with the same waits (park a coroutine, block a thread):
+//!
+//! | type | what it is |
+//! |---|---|
+//! | [`mpmc`] | multi-producer, multi-consumer channels (cloneable receivers), bounded or not |
+//! | [`select!`], [`Select`] | wait on several channel operations, with a timeout or a default arm |
+//! | [`Semaphore`] | counted permits, strict FIFO; RAII [`SemaphorePermit`]; `try_acquire`, timeouts |
+//! | [`WaitGroup`] | Go's `sync.WaitGroup`: `add`, `done`, `wait` (also as [`WaitGroupToken`] values) |
+//! | [`Event`] | Python's `threading.Event`: `set`, `clear`, `wait`, `wait_timeout` |
+//! | [`ReentrantLock`] | a lock its owner may take again (Python's `RLock`); the owner is the coroutine, not its worker thread |
+//! | [`JoinableQueue`] | Python's `queue.Queue`: `put`, `get`, `task_done`, `join`; bounded or not; timeouts |
+//! | [`coroutine_local!`](crate::coroutine_local) | `thread_local!` with a value per coroutine (`fibra::thread::CoroutineLocal`) |
+//!
 //! ```
 //! use fibra::sync::{Arc, Mutex, mpsc};
 //!
