@@ -2,9 +2,12 @@
 //!
 //! - `channel_ping_pong`: a round trip between two coroutines on one worker
 //!   over `mpsc::channel` and over `sync_channel(0)`, against the bare
-//!   park/unpark round trip the channel is built on (target: ≤ 80 ns);
+//!   park/unpark round trip the channel is built on (target: ≤ 80 ns),
+//!   and over `mpmc::channel`;
 //! - `mutex_uncontended`: lock + increment + unlock on a plain thread,
 //!   fibra's `Mutex` against std's (target: ≤ 1.2x std);
+//! - `semaphore_uncontended`: a `Semaphore` permit taken and dropped, on a
+//!   plain thread and in a coroutine;
 //! - `mutex_contended`: 1,000 coroutines x 1,000 increments of one counter
 //!   on 2 workers, yielding after every 100th, with fibra's `Mutex` and with
 //!   std's (which does not park here: no guard is held across a yield).
@@ -22,7 +25,7 @@ mod sync_workloads;
 mod workloads;
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -42,8 +45,57 @@ fn bench_ping_pong(c: &mut Criterion) {
     group.bench_function("fibra_sync_channel_0_1_worker", |b| {
         b.iter_custom(|iters| rt.block_on(move || sync_workloads::rendezvous_ping_pong(iters)))
     });
+    group.bench_function("fibra_mpmc_channel_1_worker", |b| {
+        b.iter_custom(|iters| rt.block_on(move || mpmc_ping_pong(iters)))
+    });
     group.bench_function("park_unpark_baseline_1_worker", |b| {
         b.iter_custom(|iters| rt.block_on(move || workloads::park_unpark(iters)))
+    });
+    group.finish();
+}
+
+/// `rounds` round trips over two unbounded `mpmc` channels between this
+/// coroutine and an echoing one.
+fn mpmc_ping_pong(rounds: u64) -> Duration {
+    use fibra::sync::mpmc;
+    let (there_tx, there_rx) = mpmc::channel::<u64>();
+    let (back_tx, back_rx) = mpmc::channel::<u64>();
+    let echo = fibra::spawn(move || {
+        for value in there_rx.iter() {
+            back_tx.send(value + 1).unwrap();
+        }
+    });
+    let started = Instant::now();
+    for i in 0..rounds {
+        there_tx.send(i).unwrap();
+        assert_eq!(back_rx.recv().unwrap(), i + 1);
+    }
+    let elapsed = started.elapsed();
+    drop(there_tx);
+    echo.join().unwrap();
+    elapsed
+}
+
+/// Uncontended `Semaphore` acquire + release (a permit taken and dropped)
+/// on a plain thread and in a coroutine.
+fn bench_semaphore(c: &mut Criterion) {
+    let mut group = c.benchmark_group("semaphore_uncontended");
+    let semaphore = fibra::sync::Semaphore::new(4);
+    group.bench_function("acquire_release_plain_thread", |b| {
+        b.iter(|| drop(black_box(&semaphore).acquire()))
+    });
+    let rt = runtime(1);
+    group.bench_function("acquire_release_coroutine_1_worker", |b| {
+        b.iter_custom(|iters| {
+            let semaphore = &semaphore;
+            rt.block_on(move || {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    drop(black_box(semaphore).acquire());
+                }
+                started.elapsed()
+            })
+        })
     });
     group.finish();
 }
@@ -90,5 +142,11 @@ fn bench_contended(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_ping_pong, bench_uncontended, bench_contended);
+criterion_group!(
+    benches,
+    bench_ping_pong,
+    bench_uncontended,
+    bench_semaphore,
+    bench_contended
+);
 criterion_main!(benches);

@@ -27,7 +27,9 @@
 //!   `EAGAIN` until the socket is ready;
 //! - [`sync`] — `std::sync` for coroutines: `Mutex`, `RwLock`, `Condvar`,
 //!   `Barrier`, `Once`, `OnceLock`, `LazyLock`, `mpsc`, whose waits park the
-//!   coroutine (or block a plain thread);
+//!   coroutine (or block a plain thread); and beyond std: `mpmc`, `select!`,
+//!   `Semaphore`, `WaitGroup`, `Event`, `ReentrantLock`, `JoinableQueue`;
+//!   [`coroutine_local!`] for a value per coroutine;
 //! - [`thread`] — `std::thread`'s names over the scheduler: `spawn`,
 //!   `Builder`, `scope`, `sleep`, `current`, ...;
 //! - [`observe`] — [`metrics`] (`Runtime::metrics`), the coroutine
@@ -51,6 +53,14 @@
 //! | `std::net` | [`fibra::net`](net) |
 //! | `std::fs` | [`fibra::fs`](fs) |
 //! | `std::io::{stdin, stdout, stderr}` | [`fibra::io`](io) |
+//! | `thread_local!` (a value per coroutine wanted) | [`coroutine_local!`] |
+//!
+//! Beyond std, as Go and Python offer them: [`sync::mpmc`] (cloneable
+//! receivers), [`select!`] over channel operations,
+//! [`Semaphore`](sync::Semaphore), [`WaitGroup`](sync::WaitGroup),
+//! [`Event`](sync::Event), [`ReentrantLock`](sync::ReentrantLock) (owned by
+//! a coroutine, Python's `RLock`) and [`JoinableQueue`](sync::JoinableQueue)
+//! (Python's `queue.Queue`).
 //!
 //! Same names, signatures and errors; a call that would block parks the
 //! calling coroutine and its worker runs other coroutines meanwhile. Every
@@ -76,8 +86,9 @@
 //! # What a coroutine may assume
 //!
 //! - It runs its whole life on the worker thread that first runs it, so a
-//!   `thread_local!` value is shared by all coroutines of that worker, and
-//!   `!Send` values held across a park stay on one thread.
+//!   `thread_local!` value is shared by all coroutines of that worker (use
+//!   [`coroutine_local!`] for one per coroutine), and `!Send` values held
+//!   across a park stay on one thread.
 //! - No preemption: between two park points no other coroutine of its
 //!   worker runs.
 //! - std keeps its panic state per OS thread: while one coroutine is

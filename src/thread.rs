@@ -12,9 +12,10 @@
 //! convert into each other.
 //!
 //! What a coroutine is not: an OS thread. `thread_local!` values are per
-//! worker thread, so coroutines of one worker share them; and a coroutine
-//! runs its whole life on the worker that first ran it (see the crate
-//! docs, "What blocks a worker").
+//! worker thread, so coroutines of one worker share them —
+//! `fibra::coroutine_local!` declares values per coroutine instead
+//! (`CoroutineLocal`); and a coroutine runs its whole life on the worker
+//! that first ran it (see the crate docs, "What blocks a worker").
 //!
 //! ```
 //! use fibra::thread;
@@ -42,6 +43,7 @@ use crate::sync::poison::{self, ParkNote};
 
 mod scope;
 
+pub use crate::sync::local::{CoroutineLocal, LocalAccessError};
 pub use scope::{Scope, ScopedJoinHandle, scope};
 pub use std::thread::{AccessError, LocalKey, Result, available_parallelism};
 

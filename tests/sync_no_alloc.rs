@@ -1,14 +1,23 @@
 //! The uncontended paths of `fibra::sync` allocate nothing: lock/unlock of
 //! `Mutex` and `RwLock`, `Condvar` notifies with no waiter, a completed
-//! `Once`/`OnceLock`/`LazyLock`, and channel send/receive once the buffer
-//! has its capacity — in a coroutine and on a plain thread. Counted by a
+//! `Once`/`OnceLock`/`LazyLock`, channel send/receive once the buffer
+//! has its capacity, and the phase-2 types (`Semaphore`, `Event`,
+//! `WaitGroup`, `ReentrantLock`, `JoinableQueue`, a `coroutine_local!`
+//! after its first access) — in a coroutine and on a plain thread. Counted by a
 //! global allocator that tallies the calling thread's allocations (this
 //! file is its own test binary, so the allocator affects nothing else).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use fibra::sync::{Condvar, LazyLock, Mutex, Once, OnceLock, RwLock, mpsc};
+use fibra::sync::{
+    Condvar, Event, JoinableQueue, LazyLock, Mutex, Once, OnceLock, ReentrantLock, RwLock,
+    Semaphore, WaitGroup, mpsc,
+};
+
+fibra::coroutine_local! {
+    static LOCAL: Cell<u64> = Cell::new(0);
+}
 
 struct CountingAllocator;
 
@@ -65,6 +74,13 @@ fn uncontended_operations() -> Vec<(&'static str, u64)> {
         tx.send(i).unwrap();
     }
     while rx.try_recv().is_ok() {}
+    let semaphore = Semaphore::new(2);
+    let event = Event::new();
+    let wait_group = WaitGroup::new();
+    let reentrant = ReentrantLock::new(Cell::new(0u64));
+    drop(reentrant.lock()); // warm-up: the thread's id is made once
+    let queue = JoinableQueue::with_maxsize(4);
+    LOCAL.set(0); // warm-up: the coroutine's (or thread's) value is made once
     let rounds = 10_000u64;
     vec![
         (
@@ -111,6 +127,58 @@ fn uncontended_operations() -> Vec<(&'static str, u64)> {
                     assert_eq!(rx.recv().unwrap(), i);
                     sync_tx.try_send(i).unwrap();
                     assert_eq!(sync_rx.recv().unwrap(), i);
+                }
+            }),
+        ),
+        (
+            "Semaphore acquire/release",
+            allocations_in(|| {
+                for _ in 0..rounds {
+                    drop(semaphore.acquire());
+                    drop(semaphore.try_acquire_many(2).unwrap());
+                }
+            }),
+        ),
+        (
+            "Event set/wait/clear, WaitGroup add/done/wait",
+            allocations_in(|| {
+                for _ in 0..rounds {
+                    event.set();
+                    assert!(event.wait());
+                    event.clear();
+                    wait_group.add(2);
+                    wait_group.done();
+                    wait_group.done();
+                    wait_group.wait();
+                }
+            }),
+        ),
+        (
+            "ReentrantLock lock/relock/unlock",
+            allocations_in(|| {
+                for _ in 0..rounds {
+                    let outer = reentrant.lock();
+                    let inner = reentrant.lock();
+                    inner.set(outer.get() + 1);
+                }
+            }),
+        ),
+        (
+            "JoinableQueue put/get/task_done",
+            allocations_in(|| {
+                for i in 0..rounds {
+                    queue.put(i);
+                    assert_eq!(queue.get(), i);
+                    queue.task_done();
+                }
+                queue.join();
+            }),
+        ),
+        (
+            "coroutine_local! access",
+            allocations_in(|| {
+                for _ in 0..rounds {
+                    LOCAL.set(LOCAL.get() + 1);
                 }
             }),
         ),

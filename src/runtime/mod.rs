@@ -59,6 +59,7 @@ use crate::coroutine::next_id;
 use crate::observe::metrics::RuntimeCounters;
 use crate::observe::{Dump, Metrics, ParkReason};
 use crate::stack::DEFAULT_STACK_SIZE;
+use crate::sync::local::LocalMap;
 
 pub use join::JoinHandle;
 pub use spawn::{Builder, spawn};
@@ -742,15 +743,29 @@ pub fn current() -> Coroutine {
     if let Some(task) = current_task() {
         return Coroutine::from_task(task.arc());
     }
-    thread_local! {
-        static THREAD_ID: u64 = next_id();
-    }
     Coroutine {
         inner: Inner::Thread {
             thread: thread::current(),
-            id: THREAD_ID.with(|id| *id),
+            id: thread_id(),
         },
     }
+}
+
+/// `current().id()` without making a handle (no reference count): for
+/// fibra::sync's owner checks (`ReentrantLock`).
+pub(crate) fn current_id() -> u64 {
+    match current_task() {
+        Some(task) => task.id,
+        None => thread_id(),
+    }
+}
+
+/// The calling thread's id in the coroutines' numbering.
+fn thread_id() -> u64 {
+    thread_local! {
+        static THREAD_ID: u64 = next_id();
+    }
+    THREAD_ID.with(|id| *id)
 }
 
 // ---------------------------------------------------------------------------
@@ -821,6 +836,12 @@ pub(crate) unsafe fn unpark_raw(task: *const ()) {
 pub(crate) unsafe fn coroutine_from_raw(task: *const ()) -> Coroutine {
     // SAFETY: the caller vouches that the task is alive.
     Coroutine::from_task(unsafe { (*(task as *const Task)).arc() })
+}
+
+/// The running coroutine's `coroutine_local!` values (src/sync/local.rs);
+/// None on a plain thread. Only that coroutine may touch them.
+pub(crate) fn current_locals() -> Option<&'static std::cell::UnsafeCell<Option<Box<LocalMap>>>> {
+    current_task().map(|task| &task.locals)
 }
 
 /// Parks the running task once, recording `ParkReason::Sync`: `park` for

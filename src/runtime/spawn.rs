@@ -339,8 +339,12 @@ where
                 f()
             }))
         };
-        // The epilogue: delivering may drop the result (detached handle:
-        // this is the last reference), whose destructor may park or panic.
+        // The epilogue. Coroutine-locals go first, as the coroutine (their
+        // destructors may park), before the result is delivered — as std
+        // drops thread-locals before `join` returns.
+        end_of_locals(task, false);
+        // Delivering may drop the result (detached handle: this is the last
+        // reference), whose destructor may park or panic.
         let delivered = catch_unwind(AssertUnwindSafe(move || {
             deliver(&self.cell, outcome);
             drop(self);
@@ -348,6 +352,8 @@ where
         if let Err(payload) = delivered {
             report_escaped_panic(Some(task), &*payload, "while its result was dropped");
         }
+        // Locals that the result's destructor created, then the map.
+        end_of_locals(task, true);
     }
 
     fn abandon(&self, task: Option<&Task>, error: Option<io::Error>) {
@@ -359,6 +365,29 @@ where
             _ => Box::new(Cancelled),
         };
         deliver(&self.cell, Err(payload));
+    }
+}
+
+/// Drops the task's coroutine-locals (src/sync/local.rs), and with `free`
+/// their map; a destructor's panic is reported. One load when the task
+/// used none.
+#[inline]
+fn end_of_locals(task: &Task, free: bool) {
+    // SAFETY: the task's own field, read by the task in its epilogue.
+    if unsafe { (*task.locals.get()).is_none() } {
+        return;
+    }
+    let locals = &task.locals;
+    // SAFETY: the coroutine that owns the map, in its epilogue.
+    let dropped = catch_unwind(AssertUnwindSafe(|| unsafe {
+        crate::sync::local::end_of_coroutine(locals, free)
+    }));
+    if let Err(payload) = dropped {
+        report_escaped_panic(
+            Some(task),
+            &*payload,
+            "while its coroutine-locals were dropped",
+        );
     }
 }
 

@@ -56,8 +56,8 @@
 //! # Home-worker-only fields
 //!
 //! `body`, `coroutine`, `yielder`, `timer_seq`, `timer_armed`, `timed_out`,
-//! `cancel_raised`, `live_slot` and `capture` are touched only by the
-//! task's home worker thread (or, before the task has started, by whoever
+//! `cancel_raised`, `live_slot`, `capture` and `locals` are touched only by
+//! the task's home worker thread (or, before the task has started, by whoever
 //! owns its queue entry exclusively). That is why `Task` may be `Sync`
 //! though these are `Cell`s.
 //!
@@ -81,6 +81,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use crate::coroutine::{Coroutine as RawCoroutine, Yielder};
 use crate::observe::ParkReason;
+use crate::sync::local::LocalMap;
 
 use super::Shared;
 use super::spawn::TaskBody;
@@ -137,6 +138,9 @@ pub(crate) struct Task {
     pub park_reason: AtomicU8,
     /// When the task last parked, in coarse milliseconds (`observe::clock`).
     pub parked_at: AtomicU64,
+    /// Its `coroutine_local!` values (src/sync/local.rs): None until the
+    /// first access; dropped and freed by the task's epilogue.
+    pub locals: UnsafeCell<Option<Box<LocalMap>>>,
 }
 
 // SAFETY: the atomics are shared; every Cell/UnsafeCell field is touched only
@@ -174,6 +178,7 @@ impl Task {
             capture: Cell::new(false),
             park_reason: AtomicU8::new(ParkReason::Park as u8),
             parked_at: AtomicU64::new(0),
+            locals: UnsafeCell::new(None),
         }
     }
 
@@ -246,6 +251,12 @@ impl Drop for Task {
         // still hear `Cancelled`.
         if let Some(body) = self.body.get_mut().take() {
             super::spawn::drop_unrun(body, None);
+        }
+        // The epilogue frees the coroutine-locals; a map still here means
+        // the body never reached it, and its values need not be `Send`:
+        // they are not dropped on this thread.
+        if let Some(locals) = self.locals.get_mut().take() {
+            std::mem::forget(locals);
         }
     }
 }

@@ -9,6 +9,19 @@
 //! What never blocks (`Arc`, `Weak`, `atomic`, the error types) is std's
 //! own, re-exported.
 //!
+//! Beyond std, with the same waits (park a coroutine, block a thread):
+//!
+//! | type | what it is |
+//! |---|---|
+//! | [`mpmc`] | multi-producer, multi-consumer channels (cloneable receivers), bounded or not |
+//! | [`select!`], [`Select`] | wait on several channel operations, with a timeout or a default arm |
+//! | [`Semaphore`] | counted permits, strict FIFO; RAII [`SemaphorePermit`]; `try_acquire`, timeouts |
+//! | [`WaitGroup`] | Go's `sync.WaitGroup`: `add`, `done`, `wait` (also as [`WaitGroupToken`] values) |
+//! | [`Event`] | Python's `threading.Event`: `set`, `clear`, `wait`, `wait_timeout` |
+//! | [`ReentrantLock`] | a lock its owner may take again (Python's `RLock`); the owner is the coroutine, not its worker thread |
+//! | [`JoinableQueue`] | Python's `queue.Queue`: `put`, `get`, `task_done`, `join`; bounded or not; timeouts |
+//! | [`coroutine_local!`](crate::coroutine_local) | `thread_local!` with a value per coroutine (`fibra::thread::CoroutineLocal`) |
+//!
 //! ```
 //! use fibra::sync::{Arc, Mutex, mpsc};
 //!
@@ -128,12 +141,21 @@ macro_rules! lock_conversions {
 mod barrier;
 mod channel;
 mod condvar;
+mod event;
+mod gate;
+mod joinable_queue;
+pub(crate) mod local;
+pub mod mpmc;
 pub mod mpsc;
 mod mutex;
 mod once;
 mod once_lock;
 pub(crate) mod poison;
+mod reentrant;
 mod rwlock;
+pub mod select;
+mod semaphore;
+mod wait_group;
 mod waiter;
 
 pub use barrier::{Barrier, BarrierWaitResult};
@@ -142,5 +164,16 @@ pub use mutex::{Mutex, MutexGuard};
 pub use once::{Once, OnceState};
 pub use once_lock::{LazyLock, OnceLock};
 pub use rwlock::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+pub use select::Select;
+
+pub use event::Event;
+pub use joinable_queue::{Full, JoinableQueue};
+pub use reentrant::{ReentrantLock, ReentrantLockGuard};
+pub use semaphore::{Semaphore, SemaphorePermit};
+pub use wait_group::{WaitGroup, WaitGroupToken};
+
+/// `select!` is also reachable as `fibra::sync::select!`.
+#[doc(inline)]
+pub use crate::select;
 
 pub use std::sync::{Arc, LockResult, PoisonError, TryLockError, TryLockResult, Weak, atomic};

@@ -73,15 +73,34 @@
 //! ping-pong round trip 93 ns of CPU against 62–66 ns inlined (and 142–162
 //! ns four calls deep); the work under the list lock stays out of line.
 //!
-//! # Phase 2: one waiter in several lists (`select`)
+//! # One waiter in several lists (`select`)
 //!
 //! `Waiter` and `Node` are separate so that one waiter can sit in several
-//! lists, one node each. Then two wakers holding two different list locks
-//! can race for one waiter, and step 3's "unlinked means claimed" no
-//! longer holds: such a waiter needs a CAS claim (`WAITING → CLAIMING`,
-//! then the token) and a CAS withdrawal (`WAITING → ABANDONED`) before it
-//! unlinks its other nodes; a waker whose CAS fails drops that node and
-//! tries the next. Single-list waits keep the cheaper protocol above.
+//! lists, one node each (`select` waits on every arm's channel at once).
+//! Then two wakers holding two different list locks can race for one
+//! waiter, and step 3's "unlinked means claimed" no longer holds. Such a
+//! waiter is made with `Waiter::new_select`, and its state word takes two
+//! more values:
+//!
+//! - A waker claims it with a CAS `WAITING → CLAIMING` (under its own list
+//!   lock, the node already unlinked), records which node won (`winner`),
+//!   delivers, and stores the token. A waker whose CAS fails has met a
+//!   waiter that another list's waker claimed, or that gave up: it drops
+//!   that node and tries the next one (`wake_front_if`, `wake_all`). So
+//!   exactly one arm completes.
+//! - The waiter gives up (deadline, cancellation) with a CAS `WAITING →
+//!   ABANDONED`. Whether that CAS won or lost, it then takes each list's
+//!   lock in turn and unlinks its node there (`select.rs`, "withdrawal"):
+//!   a claimer holds its list's lock from the CAS to the token, so once
+//!   the waiter has taken every lock the state holds a token or
+//!   `ABANDONED`, and no waker can reach a node of its any more.
+//!
+//! A claim never waits (a CAS that fails moves on), and a select waiter is
+//! linked into its lists only while it holds all their locks (see
+//! `select.rs`): nobody can claim it before it is linked everywhere, and a
+//! waiter never completes an operation of its own while it is linked, so
+//! it never needs to claim itself. Single-list waits keep the cheaper
+//! protocol above: `try_claim` is one predictable branch for them.
 //!
 //! # The list lock
 //!
@@ -109,6 +128,11 @@ use crate::runtime::{self, Coroutine};
 const WAITING: usize = 0;
 /// The smallest token a primitive may complete a claim with.
 pub(crate) const FIRST_TOKEN: usize = 1;
+/// A select waiter being claimed: the claimer is delivering under its list
+/// lock (see "One waiter in several lists").
+const CLAIMING: usize = usize::MAX;
+/// A select waiter that gave up before any claim.
+const ABANDONED: usize = usize::MAX - 1;
 
 /// Spins of a contended `SpinLock` before it yields the thread.
 const SPINS_BEFORE_YIELD: u32 = 64;
@@ -135,6 +159,42 @@ impl<T> SpinLock<T> {
             locked: AtomicBool::new(false),
             value: UnsafeCell::new(value),
         }
+    }
+
+    /// Takes the lock without a guard, for code that holds several at once
+    /// (`select`); released with `unlock_raw`, the value reached with
+    /// `get_locked` meanwhile.
+    #[inline]
+    pub fn lock_raw(&self) {
+        std::mem::forget(self.lock());
+    }
+
+    /// Releases a lock taken with `lock_raw`.
+    ///
+    /// # Safety
+    /// The caller took the lock with `lock_raw` and no longer uses a
+    /// reference from `get_locked`.
+    #[inline]
+    pub unsafe fn unlock_raw(&self) {
+        self.locked.store(false, Ordering::Release);
+    }
+
+    /// The value, while the caller holds the lock taken with `lock_raw`.
+    ///
+    /// # Safety
+    /// The caller holds the lock (`lock_raw`), uses the reference only until
+    /// it releases it, and takes no other reference to the value meanwhile.
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn get_locked(&self) -> &mut T {
+        // SAFETY: the caller holds the lock (see above).
+        unsafe { &mut *self.value.get() }
+    }
+
+    /// Identifies the lock (select takes several in address order).
+    #[inline]
+    pub fn addr(&self) -> usize {
+        self as *const SpinLock<T> as usize
     }
 
     #[inline]
@@ -225,6 +285,11 @@ enum Parker {
 pub(crate) struct Waiter {
     state: AtomicUsize,
     parker: Parker,
+    /// Sits in several lists: claimed by CAS (see the module docs).
+    select: bool,
+    /// The address of the node whose claim won, for a select waiter;
+    /// written by the claimer before it stores the token.
+    winner: AtomicUsize,
     _pinned: PhantomPinned,
 }
 
@@ -232,6 +297,17 @@ impl Waiter {
     /// A record for the calling coroutine (or thread).
     #[inline]
     pub fn new() -> Waiter {
+        Waiter::with_claim(false)
+    }
+
+    /// A record that will sit in several lists (`select`): wakers claim it
+    /// by CAS, and it leaves with `abandon` (see the module docs).
+    pub fn new_select() -> Waiter {
+        Waiter::with_claim(true)
+    }
+
+    #[inline]
+    fn with_claim(select: bool) -> Waiter {
         let parker = match runtime::current_task_raw() {
             Some(task) => Parker::Task {
                 task,
@@ -242,8 +318,65 @@ impl Waiter {
         Waiter {
             state: AtomicUsize::new(WAITING),
             parker,
+            select,
+            winner: AtomicUsize::new(0),
             _pinned: PhantomPinned,
         }
+    }
+
+    /// The token of a completed claim, if there is one yet (a select
+    /// waiter being claimed has none yet).
+    #[inline]
+    pub fn token(&self) -> Option<usize> {
+        match self.state.load(Ordering::Acquire) {
+            WAITING | CLAIMING | ABANDONED => None,
+            token => Some(token),
+        }
+    }
+
+    /// A select waiter gives up: true if no claim had begun (none can now).
+    /// False if one had: once the waiter has taken each of its lists' locks,
+    /// `token` gives the claim's token.
+    pub fn abandon(&self) -> bool {
+        debug_assert!(self.select);
+        self.state
+            .compare_exchange(WAITING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The address of the node whose claim completed (a select waiter that
+    /// holds a token).
+    pub fn winner(&self) -> usize {
+        self.winner.load(Ordering::Relaxed)
+    }
+
+    /// Starts a claim of this waiter through `node`: always true for a
+    /// single-list waiter (its node was just unlinked under the lock, which
+    /// is the claim); for a select waiter, true if its CAS won.
+    ///
+    /// # Safety
+    /// Under the lock of the list `node` (this waiter's) was just unlinked
+    /// from; a true result must be followed by `complete`.
+    #[inline]
+    unsafe fn try_claim(&self, node: usize) -> bool {
+        if !self.select {
+            return true;
+        }
+        self.try_claim_select(node)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn try_claim_select(&self, node: usize) -> bool {
+        if self
+            .state
+            .compare_exchange(WAITING, CLAIMING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        self.winner.store(node, Ordering::Relaxed);
+        true
     }
 
     /// Parks until a waker completes a claim (returns its token) or until
@@ -265,6 +398,7 @@ impl Waiter {
         unlink: impl FnOnce() -> bool,
         undo: impl FnOnce(usize),
     ) -> Option<usize> {
+        debug_assert!(!self.select, "a select waiter leaves with `abandon`");
         let guard = LeaveOnUnwind {
             waiter: self,
             unlink: ManuallyDrop::new(unlink),
@@ -289,7 +423,7 @@ impl Waiter {
 
     /// One park; true if `deadline` has passed.
     #[inline(always)]
-    fn park_once(&self, deadline: Option<Instant>) -> bool {
+    pub fn park_once(&self, deadline: Option<Instant>) -> bool {
         let in_coroutine = matches!(self.parker, Parker::Task { .. });
         let _note = poison::ParkNote::enter(in_coroutine);
         if in_coroutine {
@@ -327,7 +461,7 @@ impl Waiter {
     ///
     /// # Safety
     /// Under the lock of the list the waiter's node was just unlinked from,
-    /// once per wait.
+    /// once per wait, after a `try_claim` that returned true.
     #[inline]
     unsafe fn complete(&self, token: usize) -> Wakeup {
         debug_assert!(token >= FIRST_TOKEN);
@@ -443,6 +577,12 @@ pub(crate) struct Node<D> {
 }
 
 impl<D> Node<D> {
+    /// Identifies the node (`Waiter::winner`).
+    #[inline]
+    pub fn addr(&self) -> usize {
+        self as *const Node<D> as usize
+    }
+
     pub fn new(waiter: &Waiter, data: D) -> Node<D> {
         Node {
             prev: Cell::new(ptr::null()),
@@ -551,7 +691,8 @@ impl<D> WaitList<D> {
 
     /// Wakes the first waiter with `token`, after `deliver` has handed it
     /// its outcome through the node's data (`deliver` also sees the rest of
-    /// the list). None if the list is empty.
+    /// the list). None if the list is empty, or holds only select waiters
+    /// that another list claimed or that gave up (dropped on the way).
     #[inline]
     pub fn wake_front(&mut self, token: usize, deliver: impl FnOnce(&D, &Self)) -> Option<Wakeup> {
         self.wake_front_if(|_| true, token, deliver)
@@ -561,21 +702,28 @@ impl<D> WaitList<D> {
     #[inline]
     pub fn wake_front_if(
         &mut self,
-        wanted: impl FnOnce(&D) -> bool,
+        wanted: impl Fn(&D) -> bool,
         token: usize,
         deliver: impl FnOnce(&D, &Self),
     ) -> Option<Wakeup> {
-        // SAFETY: a linked node is alive and stays so until its claim
-        // completes below (its waiter cannot unlink it while we hold the
-        // lock).
-        let node = unsafe { self.head.as_ref()? };
-        if !wanted(&node.data) {
-            return None;
+        loop {
+            // SAFETY: a linked node is alive and stays so until its claim
+            // completes below (its waiter cannot unlink it while we hold
+            // the lock).
+            let node = unsafe { self.head.as_ref()? };
+            if !wanted(&node.data) {
+                return None;
+            }
+            self.remove(node);
+            // SAFETY: unlinked under the lock just now.
+            if unsafe { (*node.waiter).try_claim(node.addr()) } {
+                deliver(&node.data, self);
+                // SAFETY: claimed just now; completed once.
+                return Some(unsafe { (*node.waiter).complete(token) });
+            }
+            // A select waiter claimed elsewhere or gone: its node is
+            // dropped from this list, and the next one is tried.
         }
-        self.remove(node);
-        deliver(&node.data, self);
-        // SAFETY: unlinked under the lock just now; completed once.
-        Some(unsafe { (*node.waiter).complete(token) })
     }
 
     /// Wakes every waiter with `token`, calling `deliver` for each first.
@@ -583,9 +731,12 @@ impl<D> WaitList<D> {
         // SAFETY: as in `wake_front_if`.
         while let Some(node) = unsafe { self.head.as_ref() } {
             self.remove(node);
-            deliver(&node.data);
-            // SAFETY: unlinked under the lock just now; completed once.
-            wakeups.push(unsafe { (*node.waiter).complete(token) });
+            // SAFETY: unlinked under the lock just now.
+            if unsafe { (*node.waiter).try_claim(node.addr()) } {
+                deliver(&node.data);
+                // SAFETY: claimed just now; completed once.
+                wakeups.push(unsafe { (*node.waiter).complete(token) });
+            }
         }
     }
 }

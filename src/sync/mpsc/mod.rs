@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 pub use std::sync::mpsc::{RecvError, RecvTimeoutError, SendError, TryRecvError, TrySendError};
 
 use super::channel::{Channel, RecvFailure, SendFailure, UNBOUNDED, Wait};
+use super::select::__private::{RecvArm, SendArm};
+use super::select::{SelectRecv, SelectSend};
 
 /// An unbounded channel: `send` never waits (as `std::sync::mpsc::channel`).
 pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
@@ -99,6 +101,21 @@ macro_rules! sender_handle {
 
 sender_handle!(Sender);
 sender_handle!(SyncSender);
+
+/// A `select` arm can send on either sender (see `fibra::sync::select`).
+macro_rules! select_send {
+    ($sender:ident) => {
+        impl<T> SelectSend for $sender<T> {
+            type Item = T;
+            fn __send_arm(&self, value: T) -> SendArm<'_, T> {
+                SendArm::new(&self.chan, value)
+            }
+        }
+    };
+}
+
+select_send!(Sender);
+select_send!(SyncSender);
 
 /// The sending half of `sync_channel()` (as `std::sync::mpsc::SyncSender`).
 pub struct SyncSender<T> {
@@ -192,6 +209,13 @@ impl<T> Receiver<T> {
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         self.chan.drop_receiver();
+    }
+}
+
+impl<T> SelectRecv for Receiver<T> {
+    type Item = T;
+    fn __recv_arm(&self) -> RecvArm<'_, T> {
+        RecvArm::new(&self.chan)
     }
 }
 
