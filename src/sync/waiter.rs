@@ -693,13 +693,13 @@ impl<D> WaitList<D> {
     /// its outcome through the node's data (`deliver` also sees the rest of
     /// the list). None if the list is empty, or holds only select waiters
     /// that another list claimed or that gave up (dropped on the way).
-    #[inline]
+    #[inline(always)]
     pub fn wake_front(&mut self, token: usize, deliver: impl FnOnce(&D, &Self)) -> Option<Wakeup> {
         self.wake_front_if(|_| true, token, deliver)
     }
 
     /// As `wake_front`, but only if the first waiter's data passes `wanted`.
-    #[inline]
+    #[inline(always)]
     pub fn wake_front_if(
         &mut self,
         wanted: impl Fn(&D) -> bool,
