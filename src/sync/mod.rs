@@ -138,6 +138,75 @@ macro_rules! lock_conversions {
     };
 }
 
+/// The receive iterators of a channel's `Receiver` (`Iter`, `TryIter`,
+/// `IntoIter` and the two `IntoIterator` impls), as std's mpsc has them;
+/// written once for `mpsc` and `mpmc`. `$doc` names the std type each
+/// mirrors.
+macro_rules! receiver_iterators {
+    ($doc:literal) => {
+        #[doc = concat!("`Receiver::iter`", $doc, ".")]
+        #[derive(Debug)]
+        pub struct Iter<'a, T: 'a> {
+            rx: &'a Receiver<T>,
+        }
+
+        #[doc = concat!("`Receiver::try_iter`", $doc, ".")]
+        #[derive(Debug)]
+        pub struct TryIter<'a, T: 'a> {
+            rx: &'a Receiver<T>,
+        }
+
+        #[doc = concat!("`Receiver::into_iter`", $doc, ".")]
+        #[derive(Debug)]
+        pub struct IntoIter<T> {
+            rx: Receiver<T>,
+        }
+
+        impl<T> Iterator for Iter<'_, T> {
+            type Item = T;
+            // Always inlined, as `recv` is: a coroutine then parks in its
+            // caller's frame (see `Channel::recv`).
+            #[inline(always)]
+            fn next(&mut self) -> Option<T> {
+                self.rx.recv().ok()
+            }
+        }
+
+        impl<T> Iterator for TryIter<'_, T> {
+            type Item = T;
+            #[inline]
+            fn next(&mut self) -> Option<T> {
+                self.rx.try_recv().ok()
+            }
+        }
+
+        impl<T> Iterator for IntoIter<T> {
+            type Item = T;
+            // Always inlined, as `Iter::next` is.
+            #[inline(always)]
+            fn next(&mut self) -> Option<T> {
+                self.rx.recv().ok()
+            }
+        }
+
+        impl<'a, T> IntoIterator for &'a Receiver<T> {
+            type Item = T;
+            type IntoIter = Iter<'a, T>;
+            fn into_iter(self) -> Iter<'a, T> {
+                self.iter()
+            }
+        }
+
+        impl<T> IntoIterator for Receiver<T> {
+            type Item = T;
+            type IntoIter = IntoIter<T>;
+            fn into_iter(self) -> IntoIter<T> {
+                IntoIter { rx: self }
+            }
+        }
+    };
+}
+
 mod barrier;
 mod channel;
 mod condvar;
