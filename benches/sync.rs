@@ -29,9 +29,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
+/// A runtime for the measurements. Criterion's loop runs inside one
+/// coroutine for seconds without parking: the stalled-worker report is off.
 fn runtime(workers: usize) -> fibra::Runtime {
     fibra::Runtime::builder()
         .workers(workers)
+        .stall_threshold(None)
         .build()
         .expect("runtime")
 }
