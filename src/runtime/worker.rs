@@ -236,6 +236,7 @@ pub(crate) fn current_task() -> Option<&'static Task> {
 /// switch back into the copied worker's queues. One TLS store.
 pub(crate) fn forget_worker_thread() {
     WORKER.with(|w| w.set(std::ptr::null()));
+    crate::stack::set_makes_idle_passes(false);
 }
 
 /// Puts a task that was just moved to RUNNING by a wake on a run queue of its
@@ -299,6 +300,7 @@ impl Worker {
     pub fn run(&self) {
         let _abort_if_unwinding = AbortIfUnwinding { index: self.index };
         crate::stack::ensure_signal_stack();
+        crate::stack::set_makes_idle_passes(true);
         WORKER.with(|w| w.set(self as *const Worker));
         self.me().watch.worker_started();
         while let Some(task) = self.next_task() {
@@ -309,6 +311,7 @@ impl Worker {
         self.timers.borrow_mut().clear();
         self.poller().close();
         WORKER.with(|w| w.set(std::ptr::null()));
+        crate::stack::set_makes_idle_passes(false);
     }
 
     fn run_task(&self, task: Arc<Task>) {

@@ -33,7 +33,7 @@ mod pool;
 
 pub(crate) use overflow::ensure_signal_stack;
 pub use pool::{KEEP_RESIDENT, StackPool, THREAD_POOL_CAPACITY, pool_budget, trim};
-pub(crate) use pool::{acquire, release, trim_idle_cache, trim_shared};
+pub(crate) use pool::{acquire, release, set_makes_idle_passes, trim_idle_cache, trim_shared};
 
 use std::cell::{Cell, UnsafeCell};
 use std::io;

@@ -269,13 +269,21 @@ pub(crate) fn trim_shared() -> usize {
     n
 }
 
+/// Says whether this thread makes idle passes (`trim_idle_cache`): a
+/// worker sets it when its loop starts, so that its releases skip the
+/// deep-page sample from its first coroutine on (a worker that never idles
+/// would otherwise pay the sample's TLB miss on every release), and clears
+/// it when the loop ends or the thread turns plain in a forked child.
+pub(crate) fn set_makes_idle_passes(yes: bool) {
+    let _ = MAKES_IDLE_PASSES.try_with(|c| c.set(yes));
+}
+
 /// Gives back the deep pages of the stacks in this thread's cache that
 /// were used since they were last given back, if `IDLE_TRIM_INTERVAL` has
 /// passed since this thread last did so; otherwise returns when it will
 /// have (a worker about to sleep wakes then). None when nothing is left
 /// to give back.
 pub(crate) fn trim_idle_cache(now: Instant) -> Option<Instant> {
-    MAKES_IDLE_PASSES.with(|c| c.set(true));
     THREAD_CACHES
         .try_with(|caches| {
             let mut caches = caches.try_borrow_mut().ok()?;
