@@ -37,6 +37,8 @@
 
 mod config;
 mod fork;
+mod handle;
+mod idle;
 mod inspect;
 mod join;
 mod live;
@@ -55,17 +57,18 @@ use std::time::{Duration, Instant};
 
 use crossbeam_deque::{Injector, Worker as Deque};
 
-use crate::coroutine::next_id;
 use crate::observe::metrics::RuntimeCounters;
 use crate::observe::{Dump, Metrics, ParkReason};
 use crate::stack::DEFAULT_STACK_SIZE;
 use crate::sync::local::LocalMap;
 
+pub use handle::{Coroutine, current};
 pub use join::JoinHandle;
 pub use spawn::{Builder, spawn};
 pub use task::Cancelled;
 
 pub(crate) use fork::runtimes_running;
+pub(crate) use handle::current_id;
 pub(crate) use inspect::{StallProbe, dump as dump_of, probe_stall};
 pub(crate) use spawn::spawn_unchecked;
 
@@ -675,97 +678,6 @@ pub fn sleep_until(deadline: Instant) {
             .state
             .compare_exchange(RUNNING, NOTIFIED, Ordering::AcqRel, Ordering::Relaxed);
     }
-}
-
-// ---------------------------------------------------------------------------
-// The Coroutine handle
-
-/// A handle to a coroutine (mirrors `std::thread::Thread`): its id and name,
-/// and `unpark`. `fibra::current()` inside a plain OS thread gives a handle
-/// to that thread, whose `unpark` is `Thread::unpark`.
-///
-/// Not to be confused with `fibra::coroutine::Coroutine`, the raw,
-/// scheduler-free coroutine type.
-#[derive(Clone)]
-pub struct Coroutine {
-    inner: Inner,
-}
-
-#[derive(Clone)]
-enum Inner {
-    Task(Arc<Task>),
-    Thread { thread: thread::Thread, id: u64 },
-}
-
-impl Coroutine {
-    fn from_task(task: Arc<Task>) -> Coroutine {
-        Coroutine {
-            inner: Inner::Task(task),
-        }
-    }
-
-    /// A process-unique id (coroutines and threads share the numbering).
-    pub fn id(&self) -> u64 {
-        match &self.inner {
-            Inner::Task(task) => task.id,
-            Inner::Thread { id, .. } => *id,
-        }
-    }
-
-    /// The name given with `Builder::name` (for a thread, its name).
-    pub fn name(&self) -> Option<&str> {
-        match &self.inner {
-            Inner::Task(task) => task.name.as_deref(),
-            Inner::Thread { thread, .. } => thread.name(),
-        }
-    }
-
-    /// Makes a pending or the next `park` of this coroutine return.
-    pub fn unpark(&self) {
-        match &self.inner {
-            Inner::Task(task) => task.unpark(),
-            Inner::Thread { thread, .. } => thread.unpark(),
-        }
-    }
-}
-
-impl std::fmt::Debug for Coroutine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Coroutine")
-            .field("id", &self.id())
-            .field("name", &self.name())
-            .finish()
-    }
-}
-
-/// A handle to the calling coroutine, or to the calling thread.
-pub fn current() -> Coroutine {
-    if let Some(task) = current_task() {
-        return Coroutine::from_task(task.arc());
-    }
-    Coroutine {
-        inner: Inner::Thread {
-            thread: thread::current(),
-            id: thread_id(),
-        },
-    }
-}
-
-/// `current().id()` without making a handle (no reference count): for
-/// fibra::sync's owner checks (`ReentrantLock`).
-pub(crate) fn current_id() -> u64 {
-    match current_task() {
-        Some(task) => task.id,
-        None => thread_id(),
-    }
-}
-
-/// The calling thread's id in the coroutines' numbering.
-fn thread_id() -> u64 {
-    thread_local! {
-        static THREAD_ID: u64 = next_id();
-    }
-    THREAD_ID.with(|id| *id)
 }
 
 // ---------------------------------------------------------------------------
