@@ -170,6 +170,30 @@ fn pipe_writer_parks_while_the_pipe_is_full_until_the_reader_drains_it() {
 }
 
 #[test]
+fn pipe_writer_parked_on_a_full_pipe_gets_broken_pipe_when_the_reader_closes() {
+    // The kernel reports a closed reader to the write end as EPOLLERR alone
+    // (a full pipe is not writable): the wait must end on it.
+    watchdog("pipe_reader_closes", WATCHDOG, || {
+        let rt = runtime(1, "pl-epipe");
+        let kind = rt.block_on(|| {
+            let (r, w) = pipe(0);
+            let (parked, flag) = flags();
+            let writer = fibra::spawn(move || {
+                let mut w = Pollable::new(w).expect("wrap the write end");
+                let data = vec![7u8; 1 << 20]; // 16 times a pipe's capacity
+                flag.store(true, Ordering::SeqCst);
+                w.write_all(&data).expect_err("the reader is gone").kind()
+            });
+            yield_until(&parked);
+            assert!(!writer.is_finished(), "the writer parked on a full pipe");
+            drop(r);
+            join(writer)
+        });
+        assert_eq!(kind, ErrorKind::BrokenPipe);
+    });
+}
+
+#[test]
 fn writable_parks_until_the_full_pipe_has_room() {
     watchdog("pipe_writable", WATCHDOG, || {
         let rt = runtime(1, "pl-wable");

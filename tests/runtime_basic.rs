@@ -148,6 +148,37 @@ fn panicking_coroutine_does_not_kill_its_worker() {
 }
 
 #[test]
+fn spawn_onto_another_runtime_from_a_coroutine_runs_on_that_runtime() {
+    watchdog(
+        "spawn_onto_another_runtime_from_a_coroutine_runs_on_that_runtime",
+        WATCHDOG,
+        || {
+            let home = runtime(1, "spawner");
+            let other = runtime(2, "target");
+            // `Runtime::spawn` called on a worker of `home`: the coroutine
+            // belongs to `other` and must start on one of its workers, not
+            // on the caller's (whose own spawns take a shortcut).
+            let names: Vec<String> = home.block_on(|| {
+                let handles: Vec<_> = (0..20).map(|_| other.spawn(thread_name)).collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("the coroutine runs"))
+                    .collect()
+            });
+            assert_eq!(names.len(), 20);
+            for name in &names {
+                assert!(
+                    name == "target-0" || name == "target-1",
+                    "a coroutine of the other runtime ran on {name}"
+                );
+            }
+            drop(home);
+            drop(other);
+        },
+    );
+}
+
+#[test]
 fn is_finished_reports_completion() {
     watchdog("is_finished_reports_completion", WATCHDOG, || {
         let rt = runtime(1, "finished");
@@ -206,6 +237,11 @@ fn cancel_unwinds_parked_coroutine_and_runs_destructors() {
                 err.downcast_ref::<Cancelled>().is_some(),
                 "payload is fibra::Cancelled, got {:?}",
                 panic_text(&*err)
+            );
+            // What a caller that reports the payload shows.
+            assert_eq!(
+                err.downcast_ref::<Cancelled>().unwrap().to_string(),
+                "the coroutine was cancelled"
             );
             assert_eq!(dropped.load(Ordering::SeqCst), 1, "destructors ran");
             drop(rt);

@@ -547,3 +547,65 @@ fn started_coroutine_keeps_turns_while_joiner_drains_fresh_backlog() {
          starved by the fresh queue"
     );
 }
+
+#[test]
+fn a_pair_waking_each_other_does_not_starve_a_yielding_coroutine() {
+    // Two coroutines that unpark each other and park keep `run_next` full:
+    // each wake puts the partner there. Without the streak guard the third
+    // coroutine, queued behind them on the same worker, never ran; the pair
+    // stops at `ROUNDS_CAP` so that the test ends either way.
+    const ROUNDS_CAP: u64 = 200_000;
+    const TURNS: u64 = 100;
+    let rounds = watchdog(
+        "a_pair_waking_each_other_does_not_starve_a_yielding_coroutine",
+        WATCHDOG,
+        || {
+            let rt = runtime(1, "streak");
+            let rounds = rt.block_on(|| {
+                let done = Arc::new(AtomicBool::new(false));
+                let rounds = Arc::new(AtomicU64::new(0));
+                let slots: Arc<[OnceLock<fibra::Coroutine>; 2]> =
+                    Arc::new([OnceLock::new(), OnceLock::new()]);
+                let yielder = {
+                    let done = Arc::clone(&done);
+                    fibra::spawn(move || {
+                        for _ in 0..TURNS {
+                            fibra::yield_now();
+                        }
+                        done.store(true, Ordering::SeqCst);
+                    })
+                };
+                let player = |me: usize| {
+                    let (done, rounds, slots) =
+                        (Arc::clone(&done), Arc::clone(&rounds), Arc::clone(&slots));
+                    fibra::spawn(move || {
+                        publish_self(&slots[me]);
+                        while !done.load(Ordering::SeqCst)
+                            && rounds.fetch_add(1, Ordering::SeqCst) < ROUNDS_CAP
+                        {
+                            wake_slot(&slots[1 - me]);
+                            fibra::park();
+                        }
+                        // The partner may be parked: let it see the end too.
+                        wake_slot(&slots[1 - me]);
+                    })
+                };
+                let (a, b) = (player(0), player(1));
+                a.join().unwrap();
+                b.join().unwrap();
+                yielder.join().unwrap();
+                rounds.load(Ordering::SeqCst)
+            });
+            drop(rt);
+            rounds
+        },
+    );
+    eprintln!(
+        "streak: the pair played {rounds} rounds while the third coroutine yielded {TURNS} times"
+    );
+    assert!(
+        rounds < ROUNDS_CAP,
+        "the yielding coroutine got fewer than {TURNS} turns in {rounds} rounds of the pair: \
+         starved by run_next"
+    );
+}
