@@ -156,6 +156,10 @@ fn start_until_refused_child(limit_as: bool) -> ! {
     // stack) before mappings or address space get scarce.
     rt.block_on(|| ());
     if limit_as {
+        // Half the mapping table in use, so that the explanation must tell
+        // the address-space limit from the mapping limit by how close the
+        // count is to the limit, not by the count being small.
+        fill_mappings_leaving(common::max_map_count() / 2);
         let limit = address_space_in_use() + (256 << 20);
         limit_address_space(limit);
         report(&format!("rlimit_as={limit}"));
