@@ -106,6 +106,38 @@ fn overflow_reports_coroutine_name_id_and_size() {
 }
 
 #[test]
+fn overflow_of_a_coroutine_with_a_very_long_name_is_reported_cut_short() {
+    const NAME: &str = "overflow_of_a_coroutine_with_a_very_long_name_is_reported_cut_short";
+    // Longer than the signal handler's fixed 512-byte message buffer.
+    let long_name = "n".repeat(2000);
+    if child_mode().as_deref() == Some("overflow-long-name") {
+        disable_core_dumps();
+        let mut co: Coroutine<(), (), u64> = Builder::new()
+            .name(long_name)
+            .stack_size(64 * 1024)
+            .build(|_, ()| recurse_forever(0))
+            .expect("stack can be mapped");
+        report(&format!("id={}", co.id()));
+        let _ = co.resume(());
+        report("survived=yes");
+        return;
+    }
+    let run = CHILD.run(NAME, "overflow-long-name");
+    assert_killed_by(&run, SIGABRT);
+    assert!(!run.stdout.contains("survived=yes"), "{run}");
+    let id: u64 = run.reported("id").parse().expect("numeric id");
+    let lines = overflow_lines(&run);
+    assert_eq!(lines.len(), 1, "exactly one report line; {run}");
+    let expected_start = format!("fibra: coroutine #{id} 'nnnnnnnn");
+    assert!(lines[0].starts_with(&expected_start), "{}; {run}", lines[0]);
+    assert!(
+        lines[0].len() <= 512,
+        "the report is cut to the handler's buffer: {} bytes",
+        lines[0].len()
+    );
+}
+
+#[test]
 fn overflow_of_unnamed_coroutine_reports_id_without_name() {
     const NAME: &str = "overflow_of_unnamed_coroutine_reports_id_without_name";
     if child_mode().as_deref() == Some("overflow-unnamed") {
