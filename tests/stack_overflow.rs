@@ -33,6 +33,22 @@ unsafe extern "C" {
 /// prctl option that controls core dumps.
 const PR_SET_DUMPABLE: i32 = 4;
 
+/// `stack_t` of x86_64 Linux, for sigaltstack(2).
+#[repr(C)]
+struct SignalStackT {
+    ss_sp: *mut u8,
+    ss_flags: i32,
+    ss_size: usize,
+}
+
+/// `ss_flags` value that turns a thread's alternate signal stack off.
+const SS_DISABLE: i32 = 2;
+
+// SAFETY: matches glibc's `int sigaltstack(const stack_t *, stack_t *)`.
+unsafe extern "C" {
+    fn sigaltstack(ss: *const SignalStackT, old: *mut SignalStackT) -> i32;
+}
+
 /// Keeps a child that is meant to crash from writing a core dump.
 fn disable_core_dumps() {
     // SAFETY: PR_SET_DUMPABLE takes one integer argument and touches no memory
@@ -135,6 +151,40 @@ fn overflow_of_a_coroutine_with_a_very_long_name_is_reported_cut_short() {
         "the report is cut to the handler's buffer: {} bytes",
         lines[0].len()
     );
+}
+
+#[test]
+fn overflow_on_a_thread_without_an_alternate_signal_stack_is_still_reported() {
+    const NAME: &str = "overflow_on_a_thread_without_an_alternate_signal_stack_is_still_reported";
+    if child_mode().as_deref() == Some("overflow-no-altstack") {
+        disable_core_dumps();
+        // As on a thread that C code created: no alternate signal stack, so
+        // a fault handler could not run on a stack that just overflowed.
+        // fibra gives the thread one when it makes its first coroutine.
+        let off = SignalStackT {
+            ss_sp: std::ptr::null_mut(),
+            ss_flags: SS_DISABLE,
+            ss_size: 0,
+        };
+        // SAFETY: turns this thread's alternate stack off; no handler runs now.
+        assert_eq!(unsafe { sigaltstack(&off, std::ptr::null_mut()) }, 0);
+        let mut co: Coroutine<(), (), u64> = Builder::new()
+            .name("no-altstack")
+            .stack_size(64 * 1024)
+            .build(|_, ()| recurse_forever(0))
+            .expect("stack can be mapped");
+        report(&format!("id={}", co.id()));
+        let _ = co.resume(());
+        report("survived=yes");
+        return;
+    }
+    let run = CHILD.run(NAME, "overflow-no-altstack");
+    assert_killed_by(&run, SIGABRT);
+    let id: u64 = run.reported("id").parse().expect("numeric id");
+    let lines = overflow_lines(&run);
+    assert_eq!(lines.len(), 1, "exactly one report line; {run}");
+    let expected_start = format!("fibra: coroutine #{id} 'no-altstack' overflowed its stack");
+    assert!(lines[0].starts_with(&expected_start), "{}; {run}", lines[0]);
 }
 
 #[test]
