@@ -44,10 +44,18 @@ struct SignalStackT {
 /// `ss_flags` value that turns a thread's alternate signal stack off.
 const SS_DISABLE: i32 = 2;
 
-// SAFETY: matches glibc's `int sigaltstack(const stack_t *, stack_t *)`.
+// SAFETY: match glibc's `sigaltstack`, `mmap` and `mprotect`.
 unsafe extern "C" {
     fn sigaltstack(ss: *const SignalStackT, old: *mut SignalStackT) -> i32;
+    fn mmap(addr: *mut u8, len: usize, prot: i32, flags: i32, fd: i32, offset: i64) -> *mut u8;
+    fn mprotect(addr: *mut u8, len: usize, prot: i32) -> i32;
 }
+
+/// mmap(2) and mprotect(2) constants of x86_64 Linux.
+const PROT_NONE: i32 = 0;
+const PROT_READ_WRITE: i32 = 0x1 | 0x2;
+const MAP_PRIVATE_ANONYMOUS: i32 = 0x02 | 0x20;
+const MAP_FIXED_NOREPLACE: i32 = 0x100000;
 
 /// Keeps a child that is meant to crash from writing a core dump.
 fn disable_core_dumps() {
@@ -276,6 +284,55 @@ fn wild_write_inside_coroutine_is_not_reported_as_overflow() {
     assert_eq!(run.reported("writing"), "yes");
     assert!(!run.stdout.contains("survived=yes"), "{run}");
     assert!(!run.stderr.contains("overflowed its stack"), "{run}");
+    assert!(!run.stderr.contains("fibra: coroutine"), "{run}");
+}
+
+#[test]
+fn a_fault_where_a_freed_stack_was_mapped_is_not_reported_as_overflow() {
+    const NAME: &str = "a_fault_where_a_freed_stack_was_mapped_is_not_reported_as_overflow";
+    if child_mode().as_deref() == Some("fault-at-freed-guard") {
+        disable_core_dumps();
+        const PAGE: usize = 4096;
+        let stack = Stack::new(64 * 1024).expect("stack can be mapped");
+        let bottom = stack.bottom();
+        let len = stack.size() + PAGE;
+        // The guard page lies just below the usable bottom.
+        let base = bottom.wrapping_sub(PAGE);
+        drop(stack); // unmapped
+        // Something else maps the same range, with its own inaccessible
+        // first page, and faults there: a plain segfault, not an overflow.
+        // SAFETY: MAP_FIXED_NOREPLACE maps only if the range is free.
+        let again = unsafe {
+            mmap(
+                base,
+                len,
+                PROT_READ_WRITE,
+                MAP_PRIVATE_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if again != base {
+            report("remapped=no");
+            return;
+        }
+        // SAFETY: the first page of the mapping just made.
+        assert_eq!(unsafe { mprotect(base, PAGE, PROT_NONE) }, 0);
+        report("remapped=yes");
+        // SAFETY: deliberately invalid: this child exists to die of the
+        // SIGSEGV this write raises.
+        unsafe { std::ptr::write_volatile(base.cast::<u64>(), 1) };
+        report("survived=yes");
+        return;
+    }
+    let run = CHILD.run(NAME, "fault-at-freed-guard");
+    assert_eq!(
+        run.reported("remapped"),
+        "yes",
+        "the freed range could be mapped again; {run}"
+    );
+    assert_killed_by(&run, SIGSEGV);
+    assert!(!run.stdout.contains("survived=yes"), "{run}");
     assert!(!run.stderr.contains("fibra: coroutine"), "{run}");
 }
 
