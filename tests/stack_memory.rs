@@ -186,6 +186,21 @@ fn pages_a_deep_recursion_touched_are_given_back_when_the_stack_is_pooled() {
     assert_eq!(again, top, "the pooled stack was reused");
     common::wait_until_workers_sleep("stack-memory", 1);
     assert_eq!(resident_pages(deep.0, deep.1), 0);
+    // Deep again, well after the last idle pass that gave pages back (they
+    // are given back at most every 50 ms): the next idle pass does it again.
+    std::thread::sleep(Duration::from_millis(100));
+    let third = rt.block_on(|| {
+        let marker = 0u8;
+        black_box(recurse(50));
+        black_box(&marker) as *const u8 as usize
+    });
+    assert_eq!(third, top, "the pooled stack was reused again");
+    common::wait_until_workers_sleep("stack-memory", 1);
+    assert_eq!(
+        resident_pages(deep.0, deep.1),
+        0,
+        "a later deep use was given back too"
+    );
 }
 
 /// Touches `depth` frames of 4 KiB each, filled with non-zero bytes.
