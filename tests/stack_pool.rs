@@ -158,6 +158,7 @@ fn released_stacks_are_reused_without_new_mappings() {
     assert_eq!(delta(warm, counters()), (1, 0));
     pool.put(first);
     assert_eq!(pool.len(), 1);
+    assert!(!pool.is_empty(), "the pool keeps a stack");
     let reused = pool.get(DEFAULT_STACK_SIZE).expect("stack from the pool");
     assert_eq!(reused.bottom(), first_bottom, "the pooled stack comes back");
     assert_eq!(delta(warm, counters()), (1, 0));
