@@ -84,6 +84,21 @@ fn overflow_lines(run: &ChildRun) -> Vec<&str> {
         .collect()
 }
 
+/// The child side of the overflow tests: a coroutine named `name` on a
+/// 64 KiB stack recurses until it overflows; reports its id and stack size
+/// first, and `survived=yes` if the process outlives the overflow.
+fn overflow_named_coroutine(name: String) {
+    disable_core_dumps();
+    let mut co: Coroutine<(), (), u64> = Builder::new()
+        .name(name)
+        .stack_size(64 * 1024)
+        .build(|_, ()| recurse_forever(0))
+        .expect("stack can be mapped");
+    report(&format!("id={} stack_size={}", co.id(), co.stack_size()));
+    let _ = co.resume(());
+    report("survived=yes");
+}
+
 fn assert_killed_by(run: &ChildRun, signal: i32) {
     assert_eq!(run.status.code(), None, "{run}");
     assert_eq!(run.status.signal(), Some(signal), "{run}");
@@ -93,15 +108,7 @@ fn assert_killed_by(run: &ChildRun, signal: i32) {
 fn overflow_reports_coroutine_name_id_and_size() {
     const NAME: &str = "overflow_reports_coroutine_name_id_and_size";
     if child_mode().as_deref() == Some("overflow-named") {
-        disable_core_dumps();
-        let mut co: Coroutine<(), (), u64> = Builder::new()
-            .name("deep-recursion")
-            .stack_size(64 * 1024)
-            .build(|_, ()| recurse_forever(0))
-            .expect("stack can be mapped");
-        report(&format!("id={} stack_size={}", co.id(), co.stack_size()));
-        let _ = co.resume(());
-        report("survived=yes");
+        overflow_named_coroutine("deep-recursion".into());
         return;
     }
     let run = CHILD.run(NAME, "overflow-named");
@@ -135,15 +142,7 @@ fn overflow_of_a_coroutine_with_a_very_long_name_is_reported_cut_short() {
     // Longer than the signal handler's fixed 512-byte message buffer.
     let long_name = "n".repeat(2000);
     if child_mode().as_deref() == Some("overflow-long-name") {
-        disable_core_dumps();
-        let mut co: Coroutine<(), (), u64> = Builder::new()
-            .name(long_name)
-            .stack_size(64 * 1024)
-            .build(|_, ()| recurse_forever(0))
-            .expect("stack can be mapped");
-        report(&format!("id={}", co.id()));
-        let _ = co.resume(());
-        report("survived=yes");
+        overflow_named_coroutine(long_name);
         return;
     }
     let run = CHILD.run(NAME, "overflow-long-name");
@@ -165,7 +164,6 @@ fn overflow_of_a_coroutine_with_a_very_long_name_is_reported_cut_short() {
 fn overflow_on_a_thread_without_an_alternate_signal_stack_is_still_reported() {
     const NAME: &str = "overflow_on_a_thread_without_an_alternate_signal_stack_is_still_reported";
     if child_mode().as_deref() == Some("overflow-no-altstack") {
-        disable_core_dumps();
         // As on a thread that C code created: no alternate signal stack, so
         // a fault handler could not run on a stack that just overflowed.
         // fibra gives the thread one when it makes its first coroutine.
@@ -176,14 +174,7 @@ fn overflow_on_a_thread_without_an_alternate_signal_stack_is_still_reported() {
         };
         // SAFETY: turns this thread's alternate stack off; no handler runs now.
         assert_eq!(unsafe { sigaltstack(&off, std::ptr::null_mut()) }, 0);
-        let mut co: Coroutine<(), (), u64> = Builder::new()
-            .name("no-altstack")
-            .stack_size(64 * 1024)
-            .build(|_, ()| recurse_forever(0))
-            .expect("stack can be mapped");
-        report(&format!("id={}", co.id()));
-        let _ = co.resume(());
-        report("survived=yes");
+        overflow_named_coroutine("no-altstack".into());
         return;
     }
     let run = CHILD.run(NAME, "overflow-no-altstack");

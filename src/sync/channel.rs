@@ -63,6 +63,7 @@ use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::mem;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, TryRecvError, TrySendError};
 use std::time::Instant;
 
 use super::waiter::{FIRST_TOKEN, Node, SpinGuard, SpinLock, WaitList, Waiter, Wakeup, Wakeups};
@@ -108,6 +109,32 @@ impl<T> SendFailure<T> {
     pub fn into_value(self) -> T {
         match self {
             SendFailure::Full(t) | SendFailure::Disconnected(t) | SendFailure::Timeout(t) => t,
+        }
+    }
+
+    /// std's error for a `try_send` that failed this way (mpsc and mpmc).
+    pub fn into_try_send_error(self) -> TrySendError<T> {
+        match self {
+            SendFailure::Full(t) | SendFailure::Timeout(t) => TrySendError::Full(t),
+            SendFailure::Disconnected(t) => TrySendError::Disconnected(t),
+        }
+    }
+}
+
+impl RecvFailure {
+    /// std's error for a `try_recv` that failed this way (mpsc and mpmc).
+    pub fn into_try_recv_error(self) -> TryRecvError {
+        match self {
+            RecvFailure::Disconnected => TryRecvError::Disconnected,
+            RecvFailure::Empty | RecvFailure::Timeout => TryRecvError::Empty,
+        }
+    }
+
+    /// std's error for a timed receive that failed this way.
+    pub fn into_recv_timeout_error(self) -> RecvTimeoutError {
+        match self {
+            RecvFailure::Disconnected => RecvTimeoutError::Disconnected,
+            RecvFailure::Empty | RecvFailure::Timeout => RecvTimeoutError::Timeout,
         }
     }
 }

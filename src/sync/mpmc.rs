@@ -135,10 +135,7 @@ impl<T> Sender<T> {
     pub fn try_send(&self, t: T) -> Result<(), TrySendError<T>> {
         self.chan
             .send(t, Wait::Never)
-            .map_err(|failure| match failure {
-                SendFailure::Full(t) | SendFailure::Timeout(t) => TrySendError::Full(t),
-                SendFailure::Disconnected(t) => TrySendError::Disconnected(t),
-            })
+            .map_err(SendFailure::into_try_send_error)
     }
 
     /// As `send`, for at most `timeout`.
@@ -203,10 +200,7 @@ impl<T> Receiver<T> {
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
         self.chan
             .recv(Wait::Never)
-            .map_err(|failure| match failure {
-                RecvFailure::Disconnected => TryRecvError::Disconnected,
-                RecvFailure::Empty | RecvFailure::Timeout => TryRecvError::Empty,
-            })
+            .map_err(RecvFailure::into_try_recv_error)
     }
 
     /// The next value, parking until one arrives. `Err` once the channel is
@@ -229,10 +223,7 @@ impl<T> Receiver<T> {
     fn recv_until(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         self.chan
             .recv(Wait::Until(deadline))
-            .map_err(|failure| match failure {
-                RecvFailure::Disconnected => RecvTimeoutError::Disconnected,
-                RecvFailure::Empty | RecvFailure::Timeout => RecvTimeoutError::Timeout,
-            })
+            .map_err(RecvFailure::into_recv_timeout_error)
     }
 
     /// An iterator of `recv`s, ending when the channel is empty and every

@@ -135,10 +135,7 @@ impl<T> SyncSender<T> {
     pub fn try_send(&self, t: T) -> Result<(), TrySendError<T>> {
         self.chan
             .send(t, Wait::Never)
-            .map_err(|failure| match failure {
-                SendFailure::Full(t) | SendFailure::Timeout(t) => TrySendError::Full(t),
-                SendFailure::Disconnected(t) => TrySendError::Disconnected(t),
-            })
+            .map_err(SendFailure::into_try_send_error)
     }
 }
 
@@ -164,10 +161,7 @@ impl<T> Receiver<T> {
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
         self.chan
             .recv(Wait::Never)
-            .map_err(|failure| match failure {
-                RecvFailure::Disconnected => TryRecvError::Disconnected,
-                RecvFailure::Empty | RecvFailure::Timeout => TryRecvError::Empty,
-            })
+            .map_err(RecvFailure::into_try_recv_error)
     }
 
     /// The next value, parking until one arrives. `Err` once the channel is
@@ -179,19 +173,14 @@ impl<T> Receiver<T> {
 
     /// As `recv`, for at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
-        match Instant::now().checked_add(timeout) {
-            Some(deadline) => self.recv_until(Some(deadline)),
-            None => self.recv_until(None),
-        }
+        // None (too far to represent): no deadline.
+        self.recv_until(Instant::now().checked_add(timeout))
     }
 
     fn recv_until(&self, deadline: Option<Instant>) -> Result<T, RecvTimeoutError> {
         self.chan
             .recv(Wait::Until(deadline))
-            .map_err(|failure| match failure {
-                RecvFailure::Disconnected => RecvTimeoutError::Disconnected,
-                RecvFailure::Empty | RecvFailure::Timeout => RecvTimeoutError::Timeout,
-            })
+            .map_err(RecvFailure::into_recv_timeout_error)
     }
 
     /// An iterator of `recv`s, ending when every sender is gone.
