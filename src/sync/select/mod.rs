@@ -18,7 +18,9 @@
 //! while seen.len() < 2 {
 //!     fibra::select! {
 //!         recv(rx1) -> msg => seen.push(msg.unwrap().to_string()),
-//!         recv(rx2) -> msg => seen.push(msg.unwrap().to_string()),
+//!         // Once its sender has finished, `rx2` is disconnected, and a
+//!         // disconnected receive is ready too (with `RecvError`).
+//!         recv(rx2) -> msg => if let Ok(s) = msg { seen.push(s.to_string()) },
 //!         timeout(Duration::from_secs(10)) => panic!("nothing arrived"),
 //!     }
 //! }
