@@ -202,11 +202,14 @@ impl<Input, Yield, Return> Coroutine<Input, Yield, Return> {
         F: FnOnce(&Yielder<Input, Yield>, Input) -> Return + 'static,
     {
         let stack = stack::acquire(DEFAULT_STACK_SIZE)?;
+        stack::ensure_signal_stack();
         Self::with_stack(stack, next_id(), None, f).map_err(|(_, e)| e)
     }
 
     /// Builds a coroutine on `stack`. Gives the stack back with the error if
-    /// the closure does not fit on it.
+    /// the closure does not fit on it. The calling thread must have an
+    /// alternate signal stack (`stack::ensure_signal_stack`; a worker makes
+    /// sure of it once, when it starts), or an overflow is a plain SIGSEGV.
     pub(crate) fn with_stack<F>(
         stack: Stack,
         id: u64,
@@ -216,7 +219,6 @@ impl<Input, Yield, Return> Coroutine<Input, Yield, Return> {
     where
         F: FnOnce(&Yielder<Input, Yield>, Input) -> Return + 'static,
     {
-        stack::ensure_signal_stack();
         let top = stack.usable_top() as usize;
         let align = align_of::<F>().max(arch::STACK_ALIGN);
         // The closure sits at the top of the stack and `entry` moves it
@@ -510,6 +512,7 @@ impl Builder {
     {
         let size = self.stack_size.unwrap_or(DEFAULT_STACK_SIZE);
         let stack = stack::acquire(size)?;
+        stack::ensure_signal_stack();
         let name = self.name.map(Arc::from);
         Coroutine::with_stack(stack, next_id(), name, f).map_err(|(stack, e)| {
             stack::release(stack);

@@ -1,7 +1,9 @@
 //! What runs after a coroutine's closure — delivering its result, dropping a
 //! detached result, dropping the closure of a coroutine cancelled before it
 //! started — runs as the coroutine: it may park, and a panic there never
-//! kills a worker. Also `Runtime::block_on` with a closure that borrows.
+//! kills a worker. A result nobody takes is dropped once, by whichever of
+//! the coroutine and its handle goes last. Also `Runtime::block_on` with a
+//! closure that borrows.
 //!
 //! The crash cases run in child processes (this binary re-run with
 //! `FIBRA_TEST_CHILD` set): before the fix they segfaulted, or killed the
@@ -300,4 +302,91 @@ impl Drop for OnDrop {
     fn drop(&mut self) {
         self.0.lock().unwrap().push(self.1);
     }
+}
+
+/// A result that counts its drops and says on which thread the last ran.
+struct CountsDrops {
+    drops: Arc<AtomicUsize>,
+    on_worker: Arc<AtomicUsize>,
+}
+
+impl Drop for CountsDrops {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+        if std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with("epilogue"))
+        {
+            self.on_worker.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+// The result lives in the task's allocation, which outlives both the
+// coroutine and its handle; whichever of the two is last drops a result
+// nobody takes, once: a handle dropped before the coroutine finishes leaves
+// it to the coroutine (on the worker), a handle dropped after drops it on
+// its own thread (as std's), and a joined result is the joiner's.
+#[test]
+fn every_result_is_dropped_once_whichever_of_handle_and_coroutine_goes_first() {
+    const EACH: usize = 200;
+    let rt = one_worker();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let on_worker = Arc::new(AtomicUsize::new(0));
+    let spawn = |gate: Arc<AtomicBool>| {
+        let (drops, on_worker) = (Arc::clone(&drops), Arc::clone(&on_worker));
+        rt.spawn(move || {
+            while !gate.load(Ordering::SeqCst) {
+                fibra::sleep(Duration::from_millis(1));
+            }
+            CountsDrops { drops, on_worker }
+        })
+    };
+    // Handles dropped while their coroutines wait on the gate.
+    let gate = Arc::new(AtomicBool::new(false));
+    let early: Vec<_> = (0..EACH).map(|_| spawn(Arc::clone(&gate))).collect();
+    drop(early);
+    gate.store(true, Ordering::SeqCst);
+    wait_for(
+        "the detached coroutines' results dropped",
+        Duration::from_secs(10),
+        || drops.load(Ordering::SeqCst) == EACH,
+    );
+    assert_eq!(
+        on_worker.load(Ordering::SeqCst),
+        EACH,
+        "dropped by the coroutines"
+    );
+    // Handles dropped after their coroutines finished.
+    let late: Vec<_> = (0..EACH)
+        .map(|_| spawn(Arc::new(AtomicBool::new(true))))
+        .collect();
+    wait_for("the coroutines finish", Duration::from_secs(10), || {
+        late.iter().all(|h| h.is_finished())
+    });
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        EACH,
+        "nobody dropped a result yet"
+    );
+    drop(late);
+    assert_eq!(drops.load(Ordering::SeqCst), 2 * EACH);
+    assert_eq!(
+        on_worker.load(Ordering::SeqCst),
+        EACH,
+        "dropped on this thread"
+    );
+    // Joined: the joiner takes the result and drops it.
+    for joined in 0..EACH {
+        let result = spawn(Arc::new(AtomicBool::new(true)))
+            .join()
+            .expect("joined");
+        let dropped = drops.load(Ordering::SeqCst);
+        assert_eq!(dropped, 2 * EACH + joined, "held by the joiner");
+        drop(result);
+    }
+    assert_eq!(drops.load(Ordering::SeqCst), 3 * EACH);
+    // Nothing more is dropped once the tasks themselves are gone.
+    drop(rt);
+    assert_eq!(drops.load(Ordering::SeqCst), 3 * EACH);
 }

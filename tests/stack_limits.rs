@@ -1,7 +1,9 @@
 //! Limits of `Stack::new`: when the kernel refuses more stacks (checked in a
 //! child process that maps stacks until it fails) the error names the limit
 //! that was hit with its current value; absurd sizes are rejected as invalid
-//! input; small sizes round up and the whole usable range is writable.
+//! input (by `Stack::new`, by a runtime built with one, and by a spawn
+//! asking for one); small sizes round up and the whole usable range is
+//! writable.
 
 mod common;
 
@@ -177,4 +179,28 @@ fn small_stack_rounds_up_and_all_of_it_is_writable() {
             assert_eq!(bottom.add(size - 1).read_volatile(), 0xc3);
         }
     }
+}
+
+// A runtime's default stack size is checked once, when it is built (a spawn
+// with that size does not check it again); a size given to one spawn is
+// checked by that spawn. Both refuse an absurd size with `InvalidInput`.
+#[test]
+fn absurd_stack_sizes_are_refused_when_the_runtime_is_built_or_at_spawn() {
+    let err = fibra::Runtime::builder()
+        .workers(1)
+        .stack_size(usize::MAX)
+        .build()
+        .expect_err("a runtime of usize::MAX-byte stacks cannot be built");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("too large"), "{err}");
+
+    let rt = fibra::Runtime::builder().workers(1).build().unwrap();
+    let err = fibra::Builder::new()
+        .stack_size(usize::MAX)
+        .spawn_on(&rt, || ())
+        .expect_err("no coroutine gets a usize::MAX-byte stack");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("too large"), "{err}");
+    // The runtime's own size still works.
+    assert_eq!(rt.spawn(|| 7).join().unwrap(), 7);
 }

@@ -2,12 +2,11 @@
 //! `fibra::current()` and `JoinHandle::coroutine()` give (as
 //! `std::thread::Thread` is to a thread): id, name and `unpark`.
 
-use std::sync::Arc;
 use std::thread;
 
 use crate::coroutine::next_id;
 
-use super::task::Task;
+use super::task_ref::TaskRef;
 use super::worker::current_task;
 
 /// A handle to a coroutine (mirrors `std::thread::Thread`): its id and name,
@@ -23,12 +22,12 @@ pub struct Coroutine {
 
 #[derive(Clone)]
 enum Inner {
-    Task(Arc<Task>),
+    Task(TaskRef),
     Thread { thread: thread::Thread, id: u64 },
 }
 
 impl Coroutine {
-    pub(super) fn from_task(task: Arc<Task>) -> Coroutine {
+    pub(super) fn from_task(task: TaskRef) -> Coroutine {
         Coroutine {
             inner: Inner::Task(task),
         }

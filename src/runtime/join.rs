@@ -1,7 +1,7 @@
 //! `JoinHandle`: a coroutine's result, delivered once to whoever joins.
 //!
 //! The result lives in a `JoinCell` shared by the coroutine and its handle.
-//! Its state word goes EMPTY → (WAITING →) DONE:
+//! Its state word goes EMPTY → (WAITING →) DONE, each a bit set in turn:
 //!
 //! - The coroutine writes the result, then swaps the state to DONE; if it
 //!   was WAITING, it wakes the joiner recorded in the cell.
@@ -9,25 +9,36 @@
 //!   `Waiter`), then CASes EMPTY → WAITING and parks until DONE; if the CAS
 //!   finds DONE, the result is already there.
 //!
-//! A task's cell lives in the same allocation as its closure (a `Packet`,
-//! spawn.rs). If the coroutine never runs (its runtime shut down first, or
-//! no stack could be had), the closure is dropped and `Err(Cancelled)` (or
-//! the stack error) delivered, so a join never hangs. `ResultSender` is the
-//! same guarantee for cells of their own (the syscall threads' jobs):
-//! dropped unsent, it delivers `Err(Cancelled)`.
+//! A task's cell lives in the same allocation as its record and closure
+//! (`TaskCell<Packet>`, task.rs and spawn.rs), which outlives both the
+//! coroutine and the handle. So whoever of the two comes last drops a
+//! result nobody will take, as std does: a dropped handle sets GONE
+//! (`JoinHandle::drop`); a delivery that finds GONE drops the result at
+//! once — as the coroutine, in its epilogue, where the destructor may park
+//! — and a handle dropped after DONE drops it on the dropping thread.
+//!
+//! If the coroutine never runs (its runtime shut down first, or no stack
+//! could be had), the closure is dropped and `Err(Cancelled)` (or the stack
+//! error) delivered, so a join never hangs. `ResultSender` is the same
+//! guarantee for cells of their own (the syscall threads' jobs): dropped
+//! unsent, it delivers `Err(Cancelled)`.
 
 use std::cell::UnsafeCell;
 use std::fmt;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread;
 
-use super::task::{Cancelled, Task};
+use super::task::Cancelled;
+use super::task_ref::TaskRef;
 use super::{Coroutine, cancellation_point, park_waiting, park_waiting_uncancelled};
 
 const EMPTY: u8 = 0;
 const WAITING: u8 = 1;
 const DONE: u8 = 2;
+/// The `JoinHandle` is gone: nobody will take the result.
+const GONE: u8 = 4;
 
 /// The result of a coroutine, or the payload of its panic.
 pub(crate) type Outcome<T> = thread::Result<T>;
@@ -57,7 +68,7 @@ impl<T> JoinCell<T> {
     }
 
     fn is_done(&self) -> bool {
-        self.state.load(Ordering::Acquire) == DONE
+        self.state.load(Ordering::Acquire) & DONE != 0
     }
 
     /// Waits for the result (parking a coroutine, blocking a thread) and
@@ -94,6 +105,16 @@ impl<T> JoinCell<T> {
         // `result` again, and the single JoinHandle is the only reader.
         unsafe { (*self.result.get()).take() }.expect("fibra: a join result is taken once")
     }
+
+    /// The handle is gone: if the result is there, drop it here; if not,
+    /// `deliver` will.
+    fn release_handle(&self) {
+        if self.state.fetch_or(GONE, Ordering::AcqRel) & DONE != 0 {
+            // SAFETY: DONE was observed (Acquire): the sender is finished
+            // with `result`, and the handle is its only other reader.
+            drop(unsafe { (*self.result.get()).take() });
+        }
+    }
 }
 
 /// The coroutine's end of a `JoinCell`. Dropping it without sending (the
@@ -122,11 +143,18 @@ impl<T> Drop for ResultSender<T> {
     }
 }
 
-/// Puts `outcome` in `cell` and wakes its joiner; once per cell.
+/// Puts `outcome` in `cell` and wakes its joiner; once per cell. If the
+/// handle is gone, drops the outcome here instead (on the caller's thread:
+/// a task's epilogue, as the coroutine).
 pub(crate) fn deliver<T>(cell: &JoinCell<T>, outcome: Outcome<T>) {
     // SAFETY: only the sender writes `result`, before publishing DONE.
     unsafe { *cell.result.get() = Some(outcome) };
-    if cell.state.swap(DONE, Ordering::AcqRel) == WAITING {
+    let before = cell.state.fetch_or(DONE, Ordering::AcqRel);
+    if before & GONE != 0 {
+        // SAFETY: GONE was set (Acquire) before our DONE: the handle is
+        // gone and never reads `result`; it is ours again.
+        drop(unsafe { (*cell.result.get()).take() });
+    } else if before & WAITING != 0 {
         // SAFETY: WAITING means the joiner wrote `joiner` before its CAS.
         if let Some(joiner) = unsafe { (*cell.joiner.get()).take() } {
             joiner.unpark();
@@ -137,14 +165,24 @@ pub(crate) fn deliver<T>(cell: &JoinCell<T>, outcome: Outcome<T>) {
 /// An owned permission to join a coroutine (mirrors `std::thread::JoinHandle`).
 /// Dropping it detaches the coroutine.
 pub struct JoinHandle<T> {
-    pub(crate) task: Arc<Task>,
-    /// The task's packet, seen as its result cell (spawn.rs).
-    pub(crate) result: Arc<dyn super::spawn::ResultCell<T>>,
+    pub(crate) task: TaskRef,
+    /// The result cell inside `task`'s body (spawn.rs); `task` keeps it
+    /// alive.
+    pub(crate) cell: NonNull<JoinCell<T>>,
 }
+
+// SAFETY: as std's JoinHandle: the handle only waits on the cell (which is
+// `Sync` for the `T: Send` every spawn requires) and moves the result out
+// of it; `task` is `Send + Sync`.
+unsafe impl<T> Send for JoinHandle<T> {}
+// SAFETY: as above; `&JoinHandle` only reads the cell's state.
+unsafe impl<T> Sync for JoinHandle<T> {}
 
 impl<T> JoinHandle<T> {
     fn cell(&self) -> &JoinCell<T> {
-        self.result.cell()
+        // SAFETY: the cell lives in the task's allocation, which `task`
+        // keeps alive.
+        unsafe { self.cell.as_ref() }
     }
 
     /// Waits for the coroutine to finish and returns its result; a panic's
@@ -181,7 +219,13 @@ impl<T> JoinHandle<T> {
 
     /// A handle to the coroutine (id, name, unpark).
     pub fn coroutine(&self) -> Coroutine {
-        Coroutine::from_task(Arc::clone(&self.task))
+        Coroutine::from_task(self.task.clone())
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        self.cell().release_handle();
     }
 }
 

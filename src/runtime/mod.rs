@@ -45,6 +45,7 @@ mod live;
 mod placement;
 mod spawn;
 mod task;
+mod task_ref;
 mod timer;
 mod worker;
 
@@ -74,12 +75,13 @@ pub(crate) use spawn::spawn_unchecked;
 
 pub(crate) use join::{JoinCell, ResultSender};
 use task::{NOTIFIED, PARKED, RUNNING, Suspend, Task};
+use task_ref::TaskRef;
 use worker::{WorkerShared, current_task, current_worker};
 
 /// What all workers of one runtime share.
 pub(crate) struct Shared {
     workers: Vec<WorkerShared>,
-    injector: Injector<Arc<Task>>,
+    injector: Injector<TaskRef>,
     idle: Mutex<Vec<usize>>,
     n_idle: AtomicUsize,
     n_spinning: AtomicUsize,
@@ -132,7 +134,8 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Default usable stack bytes of the coroutines this runtime spawns.
+    /// Default usable stack bytes of the coroutines this runtime spawns
+    /// (rounded up to whole pages; `build` refuses an absurd size).
     pub fn stack_size(mut self, bytes: usize) -> RuntimeBuilder {
         self.stack_size = bytes;
         self
@@ -186,12 +189,14 @@ impl RuntimeBuilder {
 
     /// Starts the worker threads.
     pub fn build(self) -> io::Result<Runtime> {
+        // Checked once here, so that a spawn with the default size need not.
+        let stack_size = crate::stack::checked_usable_size(self.stack_size)?;
         install_panic_hook();
         if let Some(signal) = self.dump_signal {
             crate::observe::watchdog::listen_for_dump_signal(signal)?;
         }
         let n = self.workers.unwrap_or_else(num_cpus::get).max(1);
-        let deques: Vec<Deque<Arc<Task>>> = (0..n).map(|_| Deque::new_fifo()).collect();
+        let deques: Vec<Deque<TaskRef>> = (0..n).map(|_| Deque::new_fifo()).collect();
         let shared = Arc::new(Shared {
             workers: deques
                 .iter()
@@ -202,7 +207,7 @@ impl RuntimeBuilder {
             n_idle: AtomicUsize::new(0),
             n_spinning: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
-            stack_size: self.stack_size,
+            stack_size,
             blocking: Arc::new(crate::blocking::Pool::new(
                 self.max_blocking_threads,
                 self.blocking_idle_timeout,

@@ -28,14 +28,14 @@ use std::sync::atomic::{Ordering, fence};
 use crossbeam_deque::Steal;
 
 use super::Shared;
-use super::task::Task;
+use super::task_ref::TaskRef;
 use super::worker::{PROGRESS_PAIRS, Worker, current_worker, prefetch_ahead};
 use crate::observe::metrics::bump;
 
 /// Queues a task that has never run, on this worker's `fresh` deque when
 /// called on a worker of `shared`, else on the global injector; then wakes an
 /// idle worker if none is looking for work.
-pub(crate) fn submit_fresh(shared: &Arc<Shared>, task: Arc<Task>) {
+pub(crate) fn submit_fresh(shared: &Arc<Shared>, task: TaskRef) {
     match current_worker() {
         Some(worker) if Arc::ptr_eq(&worker.shared, shared) => {
             bump(&worker.counters().spawned);
@@ -81,7 +81,7 @@ impl Worker {
     /// addresses; every switch then missed the TLB (≈ 450 ns per yield with
     /// 10,000 runnable here, against ≈ 25 ns in address order). With turns,
     /// newly started tasks join the queue in spawn order.
-    pub(super) fn pop_ready(&self) -> Option<Arc<Task>> {
+    pub(super) fn pop_ready(&self) -> Option<TaskRef> {
         self.run_next_streak.set(0);
         for _ in 0..2 {
             if self.local_left.get() > 0 {
@@ -145,7 +145,7 @@ impl Worker {
     ///   `fresh` or from the global queue, so that a busy worker keeps
     ///   sharing a fan-out instead of waiting until it runs dry.
     #[inline]
-    fn take_fresh(&self) -> Option<Arc<Task>> {
+    fn take_fresh(&self) -> Option<TaskRef> {
         if self.shared.workers.len() == 1 {
             return self.fresh.pop();
         }
@@ -154,7 +154,7 @@ impl Worker {
 
     /// `take_fresh` with other workers to share with.
     #[inline(never)]
-    fn take_fresh_shared(&self) -> Option<Arc<Task>> {
+    fn take_fresh_shared(&self) -> Option<TaskRef> {
         let queued = self.local.borrow().len();
         if queued > 0 && self.another_should_start_fresh(queued) {
             return None;
@@ -199,7 +199,7 @@ impl Worker {
         })
     }
 
-    pub(super) fn steal_global(&self) -> Option<Arc<Task>> {
+    pub(super) fn steal_global(&self) -> Option<TaskRef> {
         loop {
             match self.shared.injector.steal_batch_and_pop(&self.fresh) {
                 Steal::Success(task) => {
@@ -212,7 +212,7 @@ impl Worker {
         }
     }
 
-    pub(super) fn steal_others(&self) -> Option<Arc<Task>> {
+    pub(super) fn steal_others(&self) -> Option<TaskRef> {
         let workers = &self.shared.workers;
         let n = workers.len();
         for offset in 1..n {

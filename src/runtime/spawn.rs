@@ -2,8 +2,9 @@
 //!
 //! # A task's life, and where each part runs
 //!
-//! `spawn` allocates only the task record and its body (the user's closure
-//! plus the `ResultSender` of its `JoinHandle`); no stack. The stack is bound
+//! `spawn` allocates only the task record, which ends with its body (the
+//! user's closure and the cell its `JoinHandle` reads: one allocation, see
+//! task.rs); no stack. The stack is bound
 //! when a worker first runs the task (`Worker::start_task`), from that
 //! worker's pool, so a fan-out of a million coroutines needs only as many
 //! stacks as are started and alive, and stealing moves no stack. Then the
@@ -56,6 +57,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::io;
 use std::mem::{ManuallyDrop, align_of, size_of};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -63,7 +65,7 @@ use crate::coroutine::{STACK_COPIES, next_id};
 use crate::stack;
 
 use super::join::{JoinCell, JoinHandle, deliver};
-use super::task::{Cancelled, Task};
+use super::task::{BodyVTable, Cancelled, Task, TaskRef};
 use super::{Runtime, Shared, current_shared, placement};
 
 /// Configures a coroutine before spawning it (mirrors `std::thread::Builder`).
@@ -154,118 +156,198 @@ where
     F: FnOnce() -> T + Send + 'a,
     T: Send + 'a,
 {
-    let requested = builder.stack_size.unwrap_or(shared.stack_size);
-    let stack_size = stack::checked_usable_size(requested)?;
+    // The runtime's size was checked when it was built.
+    let stack_size = match builder.stack_size {
+        None => shared.stack_size,
+        Some(requested) => stack::checked_usable_size(requested)?,
+    };
     check_fits(
         size_of::<F>() + size_of::<T>(),
         align_of::<F>().max(align_of::<T>()),
         stack_size,
     )?;
-    let id = next_id();
-    let name: Option<Arc<str>> = builder.name.map(Arc::from);
-    // One allocation holds the closure and the cell its result goes to:
-    // the task's body and the JoinHandle's side of it.
-    let packet = Arc::new(Packet {
-        cell: JoinCell::new(),
-        f: UnsafeCell::new(ManuallyDrop::new(f)),
-        f_taken: Cell::new(false),
-    });
-    let result: Arc<dyn ResultCell<T> + 'a> = packet.clone();
-    let body: Arc<dyn TaskBody + 'a> = packet;
-    // SAFETY: only the lifetimes change; the caller keeps every borrow in
-    // the packet alive until the cell is DONE (see the function's
-    // contract), and the body drops the closure before it reports.
-    let (body, result) = unsafe {
-        (
-            std::mem::transmute::<Arc<dyn TaskBody + 'a>, Arc<dyn TaskBody>>(body),
-            std::mem::transmute::<Arc<dyn ResultCell<T> + 'a>, Arc<dyn ResultCell<T>>>(result),
-        )
-    };
     if shared.shutdown.load(Ordering::Acquire) {
         // A forked child's copy of a parent's runtime is shut down too, but
         // refuses with an explanation (fork.rs).
         super::fork::refuse_if_inherited(&shared)?;
+    }
+    let id = next_id();
+    let name: Option<Arc<str>> = builder.name.map(Arc::from);
+    // One allocation holds the task record, the closure and the cell its
+    // result goes to (task.rs, "One allocation per task"). Written in
+    // place, field by field: a `Box::new` of a record this size builds it
+    // on the stack and copies it (a `memcpy` call, ~35 instructions), and
+    // an unoptimised build copies a large closure once more per wrapper it
+    // passes through, on the spawning thread's stack.
+    let slot = Box::into_raw(Box::<TaskCell<F, T>>::new_uninit()).cast::<TaskCell<F, T>>();
+    // SAFETY: `slot` is the new allocation, uninitialised; every field is
+    // written once here. `UnsafeCell` and `ManuallyDrop` are
+    // `repr(transparent)`: `f` is written as a plain F. From here on the
+    // allocation is freed only by the last `TaskRef` (`TaskCell::destroy`,
+    // made for this very type).
+    let (task, cell) = unsafe {
+        let this = slot.cast::<Task>();
+        let header = Task::new(this, TaskCell::<F, T>::VTABLE, id, name, shared, stack_size);
+        (&raw mut (*slot).task).write(header);
+        let packet = &raw mut (*slot).packet;
+        (&raw mut (*packet).cell).write(JoinCell::new());
+        (&raw mut (*packet).f_taken).write(Cell::new(false));
+        (&raw mut (*packet).f).cast::<F>().write(f);
+        // The header's count of one is this reference.
+        let task = TaskRef::from_raw(this);
+        (task, NonNull::new_unchecked(&raw mut (*packet).cell))
+    };
+    let handle = JoinHandle {
+        task: task.clone(),
+        cell,
+    };
+    if task.shared.shutdown.load(Ordering::Acquire) {
         // Never runs: delivers `Cancelled`. Not an error, so that a
         // destructor unwinding during shutdown may spawn.
-        drop_unrun(body, None);
-        let task = Arc::new(Task::new(id, name, shared, stack_size, None));
-        return Ok(JoinHandle { task, result });
+        if task.take_body() {
+            drop_unrun(&task, None);
+        }
+        return Ok(handle);
     }
-    let task = Arc::new(Task::new(id, name, shared, stack_size, Some(body)));
-    placement::submit_fresh(&task.shared, Arc::clone(&task));
-    Ok(JoinHandle { task, result })
+    placement::submit_fresh(&handle.task.shared, task);
+    Ok(handle)
 }
 
 /// Refuses a closure that cannot fit on a stack of `stack_size` usable
 /// bytes: `STACK_COPIES` copies of the closure and its result, plus
-/// alignment and 4 KiB for frames (module docs).
+/// alignment and 4 KiB for frames (module docs). Inlined: for a given
+/// closure, `need` is a constant and the check one comparison.
+#[inline(always)]
 fn check_fits(both: usize, align: usize, stack_size: usize) -> io::Result<()> {
     let need = both
         .saturating_mul(STACK_COPIES)
         .saturating_add(align)
         .saturating_add(4096);
     if need > stack_size {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "the coroutine's closure and result take {both} bytes and are moved through its \
-                 stack, which needs about {need} bytes: too many for a {stack_size}-byte stack \
-                 (give it a larger one with Builder::stack_size, or box the large data)"
-            ),
-        ));
+        return Err(does_not_fit(both, need, stack_size));
     }
     Ok(())
 }
 
-/// What a task runs on its stack, type-erased: the user's closure and the
-/// cell its result goes to (a `Packet`).
-pub(crate) trait TaskBody: Send + Sync {
+#[cold]
+fn does_not_fit(both: usize, need: usize, stack_size: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "the coroutine's closure and result take {both} bytes and are moved through its \
+                 stack, which needs about {need} bytes: too many for a {stack_size}-byte stack \
+                 (give it a larger one with Builder::stack_size, or box the large data)"
+        ),
+    )
+}
+
+/// What a task runs on its stack: the user's closure and the cell its
+/// result goes to (a `Packet`), after the task's header. Only the holder of
+/// the body (`Task::take_body`) calls these, once.
+trait TaskBody {
     /// Runs the closure (or drops it, if the task was cancelled before it
     /// started) and delivers the outcome. Runs on the task's stack with its
     /// yielder set; never unwinds.
-    fn run(self: Arc<Self>, task: &Task);
+    fn run(&self, task: &Task);
 
     /// The task will never run: drops the closure, then delivers `Err`
     /// with `error` as the payload (`Cancelled` if none is given or the
     /// task was cancelled). Runs on whatever thread gives up on the task,
     /// outside any coroutine.
-    fn abandon(&self, task: Option<&Task>, error: Option<io::Error>);
+    fn abandon(&self, cancelled: bool, error: Option<io::Error>);
 }
 
-/// The JoinHandle's view of a `Packet`: the cell, whatever the closure.
-pub(crate) trait ResultCell<T>: Send + Sync {
-    fn cell(&self) -> &JoinCell<T>;
+/// A task's whole allocation: the header every task pointer points to,
+/// then the body. `repr(C)`: the header is at offset 0, so a pointer to it
+/// is a pointer to the cell.
+#[repr(C)]
+struct TaskCell<F, T> {
+    task: Task,
+    packet: Packet<F, T>,
+}
+
+impl<F, T> TaskCell<F, T>
+where
+    F: FnOnce() -> T + Send,
+    T: Send,
+{
+    /// The body's operations for this closure and result type.
+    const VTABLE: &'static BodyVTable = &BodyVTable {
+        run: Self::run,
+        abandon: Self::abandon,
+        destroy: Self::destroy,
+    };
+
+    /// # Safety
+    /// `task` is the `this` of a live `TaskCell<F, T>`.
+    unsafe fn parts<'c>(task: *const Task) -> (&'c Task, &'c Packet<F, T>) {
+        // SAFETY: the header is at offset 0 of the cell (`repr(C)`), and
+        // `this` reaches the whole cell.
+        unsafe {
+            let cell = task.cast::<Self>();
+            (&(*cell).task, &(*cell).packet)
+        }
+    }
+
+    /// # Safety
+    /// `task` is the `this` of a live `TaskCell<F, T>`; the caller took
+    /// its body.
+    unsafe fn run(task: *const Task) {
+        // SAFETY: the caller's promise.
+        let (task, packet) = unsafe { Self::parts(task) };
+        packet.run(task)
+    }
+
+    /// # Safety
+    /// As `run`.
+    unsafe fn abandon(task: *const Task, cancelled: bool, error: Option<io::Error>) {
+        // SAFETY: the caller's promise.
+        let (_, packet) = unsafe { Self::parts(task) };
+        packet.abandon(cancelled, error)
+    }
+
+    /// Drops the cell and frees it; a body never run nor given up on (the
+    /// backstop: every queue that drops tasks gives them up first) is
+    /// given up here first, so its `JoinHandle` still hears `Cancelled`.
+    ///
+    /// # Safety
+    /// `task` heads a `TaskCell<F, T>` allocated by `spawn_unchecked`, and
+    /// nothing refers to it any more (its last `TaskRef` is going).
+    unsafe fn destroy(task: NonNull<Task>) {
+        // SAFETY: the caller's promise; the cell was a `Box`.
+        let mut cell = unsafe { Box::from_raw(task.as_ptr().cast::<Self>()) };
+        if cell.task.take_body() {
+            drop_unrun(&cell.task, None);
+        }
+        // The epilogue frees the coroutine-locals; a map still here means
+        // the body never reached it, and its values need not be `Send`:
+        // they are not dropped on this thread.
+        if let Some(locals) = cell.task.locals.get_mut().take() {
+            std::mem::forget(locals);
+        }
+        drop(cell);
+    }
 }
 
 /// Gives up on a body that will never run (runtime shut down, or no
 /// stack), on the calling thread: the closure is dropped first, then
-/// `Cancelled` — or `failure`'s error — is delivered. Never unwinds: a
-/// panic in a capture's `Drop` is reported.
-pub(crate) fn drop_unrun(body: Arc<dyn TaskBody>, failure: Option<(&Task, io::Error)>) {
-    let (task, error) = match failure {
-        Some((task, error)) => (Some(task), Some(error)),
-        None => (None, None),
-    };
-    let dropped = catch_unwind(AssertUnwindSafe(|| body.abandon(task, error)));
+/// `Cancelled` — or `error` — is delivered. Never unwinds: a panic in a
+/// capture's `Drop` is reported. The caller took the body.
+pub(crate) fn drop_unrun(task: &Task, error: Option<io::Error>) {
+    let dropped = catch_unwind(AssertUnwindSafe(|| task.abandon_body(error)));
     if let Err(payload) = dropped {
         report_escaped_panic(task, &*payload, "while it was dropped unrun");
     }
 }
 
-/// A task's closure and its result cell, in one allocation shared by the
-/// task (as its `TaskBody`) and its `JoinHandle` (as a `ResultCell`).
+/// A task's closure and its result cell: the body after its header, which
+/// the `JoinHandle` keeps alive to read the cell.
 struct Packet<F, T> {
     cell: JoinCell<T>,
     f: UnsafeCell<ManuallyDrop<F>>,
     /// Whether `f` has been taken (run or dropped).
     f_taken: Cell<bool>,
 }
-
-// SAFETY: `f` and `f_taken` are touched only by whoever holds the task's
-// body — its home worker, or the thread that gives up on it — one at a
-// time, in order (the body moves between them through the task's queues);
-// `JoinHandle` touches only `cell`, which is `Sync` for `T: Send`.
-unsafe impl<F: Send, T: Send> Sync for Packet<F, T> {}
 
 impl<F, T> Packet<F, T> {
     /// Takes the closure out to run it.
@@ -306,30 +388,23 @@ impl<F, T> Drop for Packet<F, T> {
     }
 }
 
-impl<F: Send, T: Send> ResultCell<T> for Packet<F, T> {
-    fn cell(&self) -> &JoinCell<T> {
-        &self.cell
-    }
-}
-
 impl<F, T> TaskBody for Packet<F, T>
 where
     F: FnOnce() -> T + Send,
     T: Send,
 {
-    fn run(self: Arc<Self>, task: &Task) {
+    fn run(&self, task: &Task) {
+        let packet = self;
         let outcome = if task.cancelled.load(Ordering::Acquire) {
             // Cancelled before it started: drop the closure here, as the
             // coroutine, so that its captures' destructors may park.
-            let packet = &*self;
             // SAFETY: we hold the task's body.
             let dropped = catch_unwind(AssertUnwindSafe(move || unsafe { packet.drop_f() }));
             if let Err(payload) = dropped {
-                report_escaped_panic(Some(task), &*payload, "while it was dropped unrun");
+                report_escaped_panic(task, &*payload, "while it was dropped unrun");
             }
             Err(Box::new(Cancelled) as Box<dyn Any + Send>)
         } else {
-            let packet = &*self;
             catch_unwind(AssertUnwindSafe(move || {
                 // SAFETY: we hold the task's body. Taken inside the
                 // catch_unwind closure, which captures only a pointer: the
@@ -343,23 +418,19 @@ where
         // destructors may park), before the result is delivered — as std
         // drops thread-locals before `join` returns.
         end_of_locals(task, false);
-        // Delivering may drop the result (detached handle: this is the last
-        // reference), whose destructor may park or panic.
-        let delivered = catch_unwind(AssertUnwindSafe(move || {
-            deliver(&self.cell, outcome);
-            drop(self);
-        }));
+        // Delivering drops the result when the handle is gone (a detached
+        // coroutine; join.rs), and its destructor may park or panic.
+        let delivered = catch_unwind(AssertUnwindSafe(move || deliver(&packet.cell, outcome)));
         if let Err(payload) = delivered {
-            report_escaped_panic(Some(task), &*payload, "while its result was dropped");
+            report_escaped_panic(task, &*payload, "while its result was dropped");
         }
         // Locals that the result's destructor created, then the map.
         end_of_locals(task, true);
     }
 
-    fn abandon(&self, task: Option<&Task>, error: Option<io::Error>) {
+    fn abandon(&self, cancelled: bool, error: Option<io::Error>) {
         // SAFETY: we hold the task's body.
         unsafe { self.drop_f() };
-        let cancelled = task.is_some_and(|t| t.cancelled.load(Ordering::Acquire));
         let payload: Box<dyn Any + Send> = match error {
             Some(error) if !cancelled => Box::new(error),
             _ => Box::new(Cancelled),
@@ -371,38 +442,35 @@ where
 /// Drops the task's coroutine-locals (src/sync/local.rs), and with `free`
 /// their map; a destructor's panic is reported. One load when the task
 /// used none.
-#[inline]
+#[inline(always)]
 fn end_of_locals(task: &Task, free: bool) {
     // SAFETY: the task's own field, read by the task in its epilogue.
-    if unsafe { (*task.locals.get()).is_none() } {
-        return;
+    if unsafe { (*task.locals.get()).is_some() } {
+        drop_locals(task, free);
     }
+}
+
+#[inline(never)]
+fn drop_locals(task: &Task, free: bool) {
     let locals = &task.locals;
     // SAFETY: the coroutine that owns the map, in its epilogue.
     let dropped = catch_unwind(AssertUnwindSafe(|| unsafe {
         crate::sync::local::end_of_coroutine(locals, free)
     }));
     if let Err(payload) = dropped {
-        report_escaped_panic(
-            Some(task),
-            &*payload,
-            "while its coroutine-locals were dropped",
-        );
+        report_escaped_panic(task, &*payload, "while its coroutine-locals were dropped");
     }
 }
 
 /// Reports a panic caught after a task's closure had finished. A
 /// `Cancelled` is the runtime's own unwind and needs no report.
-fn report_escaped_panic(task: Option<&Task>, payload: &(dyn Any + Send), when: &str) {
+fn report_escaped_panic(task: &Task, payload: &(dyn Any + Send), when: &str) {
     if payload.is::<Cancelled>() {
         return;
     }
-    let who = match task {
-        Some(task) => match &task.name {
-            Some(name) => format!("coroutine #{} '{name}'", task.id),
-            None => format!("coroutine #{}", task.id),
-        },
-        None => "a coroutine".to_string(),
+    let who = match &task.name {
+        Some(name) => format!("coroutine #{} '{name}'", task.id),
+        None => format!("coroutine #{}", task.id),
     };
     let message = payload
         .downcast_ref::<&str>()

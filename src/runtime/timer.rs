@@ -12,15 +12,15 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::task::Task;
+use super::task_ref::TaskRef;
 
 struct Entry {
     deadline: Instant,
     seq: u64,
-    task: Arc<Task>,
+    task: TaskRef,
 }
 
 impl Entry {
@@ -59,14 +59,14 @@ pub(crate) struct Timers {
 
 impl Timers {
     /// Arms a timer for `task` (which must be running on this worker).
-    pub fn insert(&mut self, deadline: Instant, task: &Arc<Task>) {
+    pub fn insert(&mut self, deadline: Instant, task: &TaskRef) {
         let seq = task.timer_seq.get().wrapping_add(1);
         task.timer_seq.set(seq);
         task.timer_armed.set(true);
         self.heap.push(Entry {
             deadline,
             seq,
-            task: Arc::clone(task),
+            task: task.clone(),
         });
     }
 
@@ -92,7 +92,7 @@ impl Timers {
     /// Removes and returns the task of the earliest live timer if it is due
     /// at `now`. The entry is consumed: its task's timer is disarmed, so
     /// that a later `cancel` of it counts nothing stale.
-    pub fn pop_due(&mut self, now: Instant) -> Option<Arc<Task>> {
+    pub fn pop_due(&mut self, now: Instant) -> Option<TaskRef> {
         self.drop_stale_top();
         if self.heap.peek()?.deadline > now {
             return None;

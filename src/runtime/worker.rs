@@ -68,6 +68,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::time::{Duration, Instant};
@@ -81,6 +82,7 @@ use super::Shared;
 use super::live::LiveLock;
 use super::spawn::drop_unrun;
 use super::task::{NO_HOME, Suspend, Task, TaskCoroutine, TaskYielder};
+use super::task_ref::TaskRef;
 use super::timer::Timers;
 use crate::observe::metrics::{WorkerCounters, bump};
 use crate::observe::{WorkerWatch, clock};
@@ -110,8 +112,8 @@ const SPIN_TIME: Duration = Duration::from_micros(50);
 
 /// The part of a worker other threads see.
 pub(crate) struct WorkerShared {
-    pub inbox: Injector<Arc<Task>>,
-    pub stealer: Stealer<Arc<Task>>,
+    pub inbox: Injector<TaskRef>,
+    pub stealer: Stealer<TaskRef>,
     pub sleeping: AtomicBool,
     /// The worker's epoll instance: where it sleeps, and where the fds its
     /// coroutines wait on are registered.
@@ -132,7 +134,7 @@ pub(crate) struct WorkerShared {
 }
 
 impl WorkerShared {
-    pub fn new(stealer: Stealer<Arc<Task>>) -> std::io::Result<WorkerShared> {
+    pub fn new(stealer: Stealer<TaskRef>) -> std::io::Result<WorkerShared> {
         Ok(WorkerShared {
             inbox: Injector::new(),
             stealer,
@@ -156,14 +158,14 @@ impl WorkerShared {
 pub(crate) struct Worker {
     pub index: usize,
     pub shared: Arc<Shared>,
-    /// The task being resumed right now (null in the scheduler loop).
-    pub current: Cell<*const Task>,
+    /// The task being resumed right now (None in the scheduler loop).
+    pub current: Cell<Option<NonNull<Task>>>,
     /// `shared.workers[index].watch.counters`, without the bounds check.
     counters: *const WorkerCounters,
-    run_next: Cell<Option<Arc<Task>>>,
+    run_next: Cell<Option<TaskRef>>,
     pub(super) run_next_streak: Cell<u32>,
-    pub(super) local: RefCell<VecDeque<Arc<Task>>>,
-    pub fresh: Deque<Arc<Task>>,
+    pub(super) local: RefCell<VecDeque<TaskRef>>,
+    pub fresh: Deque<TaskRef>,
     pub timers: RefCell<Timers>,
     /// Where a parked task resumed for a dump records its backtrace
     /// (runtime/inspect.rs).
@@ -214,7 +216,7 @@ pub(crate) fn current_task() -> Option<&'static Task> {
     let worker = WORKER.with(Cell::get);
     // SAFETY: as in `current_worker`; `current` is non-null only while the
     // task runs, and the worker holds a reference to it all that time.
-    unsafe { worker.as_ref()?.current.get().as_ref() }
+    unsafe { Some(worker.as_ref()?.current.get()?.as_ref()) }
 }
 
 /// Makes the calling thread a plain thread again as far as the runtime can
@@ -229,14 +231,14 @@ pub(crate) fn forget_worker_thread() {
 
 /// Puts a task that was just moved to RUNNING by a wake on a run queue of its
 /// home worker.
-pub(crate) fn schedule(task: Arc<Task>) {
+pub(crate) fn schedule(task: TaskRef) {
     let home = task.home.load(Ordering::Relaxed);
     debug_assert_ne!(home, NO_HOME, "only started tasks park");
     if let Some(worker) = current_worker()
         && worker.index == home
         && Arc::ptr_eq(&worker.shared, &task.shared)
     {
-        if worker.current.get().is_null() {
+        if worker.current.get().is_none() {
             // Woken from the scheduler loop (the poller, a timer): it runs
             // after the tasks queued before it; start loading its record.
             prefetch_record(&task);
@@ -256,14 +258,14 @@ pub(crate) fn schedule(task: Arc<Task>) {
 }
 
 impl Worker {
-    pub fn new(index: usize, shared: Arc<Shared>, fresh: Deque<Arc<Task>>) -> Worker {
+    pub fn new(index: usize, shared: Arc<Shared>, fresh: Deque<TaskRef>) -> Worker {
         let n_workers = shared.workers.len();
         let counters = &shared.workers[index].watch.counters as *const WorkerCounters;
         Worker {
             index,
             counters,
             shared,
-            current: Cell::new(std::ptr::null()),
+            current: Cell::new(None),
             run_next: Cell::new(None),
             run_next_streak: Cell::new(0),
             local: RefCell::new(VecDeque::new()),
@@ -302,7 +304,7 @@ impl Worker {
         crate::stack::set_makes_idle_passes(false);
     }
 
-    fn run_task(&self, task: Arc<Task>) {
+    fn run_task(&self, task: TaskRef) {
         if task.home.load(Ordering::Relaxed) == NO_HOME {
             self.enlist(&task);
         }
@@ -318,13 +320,13 @@ impl Worker {
         let counters = self.counters();
         counters
             .running
-            .store(Arc::as_ptr(&task) as usize, Ordering::Release);
-        self.current.set(Arc::as_ptr(&task));
+            .store(task.as_ptr() as usize, Ordering::Release);
+        self.current.set(Some(NonNull::from(&*task)));
         let outcome = match slot {
             Some(coroutine) => coroutine.resume(()),
             None => CoroutineResult::Return(()),
         };
-        self.current.set(std::ptr::null());
+        self.current.set(None);
         match outcome {
             CoroutineResult::Yield(Suspend::Yield) => self.local.borrow_mut().push_back(task),
             CoroutineResult::Yield(Suspend::Park) => {
@@ -348,11 +350,11 @@ impl Worker {
 
     /// Makes this worker the home of a task that runs for the first time.
     #[cold]
-    fn enlist(&self, task: &Arc<Task>) {
+    fn enlist(&self, task: &TaskRef) {
         task.home.store(self.index, Ordering::Relaxed);
         let mut live = self.me().live.lock();
         task.live_slot.set(live.0.len());
-        live.0.push(Arc::as_ptr(task));
+        live.0.push(task.as_ptr());
     }
 
     /// The part of this worker other threads see.
@@ -365,13 +367,15 @@ impl Worker {
     /// first time and wraps its body in a coroutine. If no stack can be
     /// had, the body is dropped here and the `JoinHandle` gets the error.
     #[cold]
-    fn start_task(&self, task: &Arc<Task>) -> Option<TaskCoroutine> {
-        // SAFETY: home worker; the body is taken once, before the first run.
-        let body = unsafe { (*task.body.get()).take() }?;
+    fn start_task(&self, task: &TaskRef) -> Option<TaskCoroutine> {
+        // Home worker: the body is taken once, before the first run.
+        if !task.take_body() {
+            return None;
+        }
         let stack = match crate::stack::acquire(task.stack_size) {
             Ok(stack) => stack,
             Err(error) => {
-                drop_unrun(body, Some((task, error)));
+                drop_unrun(task, Some(error));
                 self.shared
                     .counters
                     .dropped_unrun
@@ -380,14 +384,14 @@ impl Worker {
             }
         };
         bump(&self.counters().started);
-        let task_ptr = TaskPtr(Arc::as_ptr(task));
+        let task_ptr = TaskPtr(task.as_ptr());
         let entry = move |yielder: &TaskYielder, ()| {
             let task_ptr = task_ptr;
             // SAFETY: see TaskPtr; the yielder lives on this stack until the
             // closure returns, and is used only while the task runs.
             let task = unsafe { &*task_ptr.0 };
             task.yielder.set(yielder as *const TaskYielder);
-            body.run(task);
+            task.run_body();
             task.yielder.set(std::ptr::null());
         };
         match TaskCoroutine::with_stack(stack, task.id, task.name.clone(), entry) {
@@ -419,13 +423,13 @@ impl Worker {
         }
     }
 
-    fn push_run_next(&self, task: Arc<Task>) {
+    fn push_run_next(&self, task: TaskRef) {
         if let Some(previous) = self.run_next.replace(Some(task)) {
             self.local.borrow_mut().push_back(previous);
         }
     }
 
-    fn next_task(&self) -> Option<Arc<Task>> {
+    fn next_task(&self) -> Option<TaskRef> {
         // One load per pick covers shutdown, dump requests and stall ends
         // (`WorkerCounters::attention`).
         if self.counters().attention.load(Ordering::Relaxed) != 0 {
@@ -476,7 +480,7 @@ impl Worker {
     /// none starves: wakes from other threads (the inbox), due timers and
     /// the poller (`look_at_clock`), and the global queue.
     #[inline(never)]
-    fn check_fairness_and_clock(&self) -> Option<Arc<Task>> {
+    fn check_fairness_and_clock(&self) -> Option<TaskRef> {
         self.drain_inbox();
         self.look_at_clock();
         if self.shared.injector.is_empty() {
@@ -513,7 +517,7 @@ impl Worker {
         }
     }
 
-    fn take_run_next(&self) -> Option<Arc<Task>> {
+    fn take_run_next(&self) -> Option<TaskRef> {
         let task = self.run_next.take()?;
         let streak = self.run_next_streak.get() + 1;
         if streak > RUN_NEXT_STREAK && !self.local.borrow().is_empty() {
@@ -529,7 +533,7 @@ impl Worker {
 
     /// The slow path: inbox, timers, the global queue, stealing; then spin,
     /// then sleep. Returns None when the worker should exit.
-    fn find_work(&self) -> Option<Arc<Task>> {
+    fn find_work(&self) -> Option<TaskRef> {
         // No task runs from here on (see `run_task`).
         self.counters().running.store(0, Ordering::Release);
         loop {
@@ -571,7 +575,7 @@ impl Worker {
     /// `epoll_wait` that returns at once if a socket is ready, and looking
     /// first would cost a server a second system call every time it runs
     /// out of work.
-    fn poll_sources(&self) -> Option<Arc<Task>> {
+    fn poll_sources(&self) -> Option<TaskRef> {
         self.drain_inbox();
         self.fire_timers();
         if let Some(task) = self.pop_ready() {
@@ -609,7 +613,7 @@ impl Worker {
     /// unwinding is waited for without spinning. A coroutine that catches
     /// `Cancelled` and parks for good again, or never reaches a park point,
     /// keeps its worker (and so the runtime's drop) waiting.
-    fn next_task_in_shutdown(&self) -> Option<Arc<Task>> {
+    fn next_task_in_shutdown(&self) -> Option<TaskRef> {
         // In a forked child the "shutdown" is fork.rs marking the parent's
         // runtime dead: run nothing of it, not even its unwinding.
         super::fork::end_if_forked_copy(&self.shared);
@@ -706,7 +710,7 @@ impl Worker {
 /// another task runs is hidden; taken at the switch, it was the largest
 /// user-space cost of a request.
 #[inline]
-pub(super) fn prefetch_ahead(local: &VecDeque<Arc<Task>>) {
+pub(super) fn prefetch_ahead(local: &VecDeque<TaskRef>) {
     if let Some(next) = local.front() {
         // SAFETY: tasks in `local` are started tasks homed on this worker,
         // so this thread alone touches their coroutines, and none of them
@@ -737,10 +741,10 @@ fn prefetch_record(task: &Task) {
 /// Drops a task that never started; its closure's `ResultSender` delivers
 /// `Cancelled` to the `JoinHandle`. A panic in a capture's `Drop` is
 /// reported, never unwinds the caller.
-fn drop_unstarted(task: Arc<Task>) {
-    // SAFETY: an unstarted task is owned by the queue entry we just took.
-    if let Some(body) = unsafe { (*task.body.get()).take() } {
-        drop_unrun(body, None);
+fn drop_unstarted(task: TaskRef) {
+    // An unstarted task is owned by the queue entry we just took.
+    if task.take_body() {
+        drop_unrun(&task, None);
         task.shared
             .counters
             .dropped_unrun
@@ -779,7 +783,7 @@ impl Drop for AbortIfUnwinding {
 }
 
 /// Drops the tasks left in a global injector after the workers exited.
-pub(crate) fn drain_unstarted(injector: &Injector<Arc<Task>>) {
+pub(crate) fn drain_unstarted(injector: &Injector<TaskRef>) {
     loop {
         match injector.steal() {
             Steal::Success(task) => drop_unstarted(task),
