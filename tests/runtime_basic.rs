@@ -753,3 +753,18 @@ fn builder_stack_size_allows_deep_recursion() {
         drop(rt);
     });
 }
+
+#[test]
+fn a_join_handle_debug_names_its_coroutine() {
+    let rt = runtime(1, "debug-handle");
+    let handle = Builder::new()
+        .name("reporter".into())
+        .spawn_on(&rt, || 5)
+        .expect("spawn");
+    let id = handle.coroutine().id();
+    assert_eq!(
+        format!("{handle:?}"),
+        format!("JoinHandle {{ id: {id}, name: Some(\"reporter\") }}")
+    );
+    assert_eq!(handle.join().unwrap(), 5);
+}
