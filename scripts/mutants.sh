@@ -34,7 +34,7 @@ modules() {
 timer|src/runtime/timer.rs|runtime_basic runtime_shutdown runtime_timers net_tcp_waiting
 poller|src/io/poller.rs|io_poller pollable net_tcp_waiting net_tcp_failures net_udp net_unix runtime_basic runtime_shutdown
 blocking|src/blocking.rs|blocking fs fs_page_cache stdio
-task|src/runtime/task.rs src/runtime/task_ref.rs src/runtime/spawn.rs src/runtime/join.rs|runtime_basic runtime_unpark runtime_shutdown runtime_stress runtime_epilogue runtime_lazy_stacks blocking stack_memory fork_safety
+task|src/runtime/task.rs src/runtime/task_ref.rs src/runtime/spawn.rs src/runtime/join.rs|runtime_basic runtime_unpark runtime_shutdown runtime_stress runtime_epilogue runtime_lazy_stacks runtime_limits blocking stack_memory fork_safety sync2_local
 worker|src/runtime/worker.rs src/runtime/placement.rs src/runtime/idle.rs src/runtime/live.rs|runtime_basic runtime_shutdown runtime_stress runtime_timers runtime_busy_worker runtime_epilogue blocking pollable fork_safety
 source|src/io/source.rs|pollable net_wakeups net_tcp_waiting net_tcp_failures net_timeouts net_stranded_reads net_blocking_twin net_unix net_source_edges io_poller
 stack|src/stack/*.rs|stack_limits stack_overflow stack_pool stack_memory runtime_stack_release runtime_stack_reuse runtime_limits runtime_lazy_stacks coroutine
