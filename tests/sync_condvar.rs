@@ -1,5 +1,7 @@
 //! `fibra::sync::Condvar`: no lost notification under stress (every wait
-//! has a timeout, which a lost notification would hit), `notify_all` wakes
+//! has a timeout, which a lost notification would hit; each wait is checked
+//! by itself, as a `*_while` wait that runs out its time may still find its
+//! condition met and report no timeout), `notify_all` wakes
 //! every waiter (coroutines and threads), timeouts (lower bound exact,
 //! median honest), `wait_timeout_while`, a timed-out waiter skipped by
 //! `notify_one`, and a cancelled waiter re-taking the mutex.
@@ -80,11 +82,16 @@ fn notify_one_wakes_one_waiter_per_item() {
                 rt.spawn(move || {
                     let (lock, cvar) = &*state;
                     for _ in 0..500 {
-                        let guard = lock.lock().unwrap();
-                        let (mut items, result) = cvar
-                            .wait_timeout_while(guard, Duration::from_secs(5), |items| *items == 0)
-                            .unwrap();
-                        assert!(!result.timed_out(), "a posted item woke nobody");
+                        let mut items = lock.lock().unwrap();
+                        // Each wait by itself: `wait_timeout_while` would
+                        // hide a wait that ran out its time and then found
+                        // an item posted meanwhile.
+                        while *items == 0 {
+                            let (again, result) =
+                                cvar.wait_timeout(items, Duration::from_secs(5)).unwrap();
+                            assert!(!result.timed_out(), "a posted item woke nobody");
+                            items = again;
+                        }
                         *items -= 1;
                         consumed.fetch_add(1, Ordering::SeqCst);
                     }
@@ -201,16 +208,25 @@ fn notify_one_skips_a_waiter_that_timed_out() {
                 fibra::spawn(move || {
                     let (lock, cvar) = &*state;
                     let (guard, result) = cvar
-                        .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(10), |n| !*n)
+                        .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(20), |n| !*n)
                         .unwrap();
-                    (*guard, result.timed_out())
+                    (*guard, result.timed_out(), Instant::now())
                 })
             };
             assert!(short.join().unwrap(), "the short waiter timed out");
             let (lock, cvar) = &*state;
             *lock.lock().unwrap() = true;
+            let notified = Instant::now();
             cvar.notify_one(); // must reach the long waiter, not the gone one
-            assert_eq!(long.join().unwrap(), (true, false));
+            let (value, timed_out, woke) = long.join().unwrap();
+            assert_eq!((value, timed_out), (true, false));
+            // Woken by the notification, not by its 20 s deadline (which
+            // would also find the flag set and not report a timeout).
+            let waited = woke.duration_since(notified);
+            assert!(
+                waited < Duration::from_secs(10),
+                "woken {waited:?} after the notification"
+            );
         });
     });
 }
