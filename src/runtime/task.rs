@@ -18,7 +18,7 @@
 //! offset from the vtable's alignment (measured: +18 % instructions per
 //! yield, +25 % per park/unpark). `TaskRef` is one word, counted in the
 //! header.
-
+//!
 //! # The park state word
 //!
 //! ```text
@@ -69,11 +69,11 @@
 //!
 //! # Home-worker-only fields
 //!
-//! `body_taken`, `coroutine`, `yielder`, `timer_seq`, `timer_armed`, `timed_out`,
-//! `cancel_raised`, `live_slot`, `capture` and `locals` are touched only by
-//! the task's home worker thread (or, before the task has started, by whoever
-//! owns its queue entry exclusively). That is why `Task` may be `Sync`
-//! though these are `Cell`s.
+//! `body_taken`, `coroutine`, `yielder`, `timer_seq`, `timer_armed`,
+//! `timed_out`, `cancel_raised`, `live_slot`, `capture` and `locals` are
+//! touched only by the task's home worker thread (or, before the task has
+//! started, by whoever owns its queue entry exclusively). That is why `Task`
+//! may be `Sync` though these are `Cell`s.
 //!
 //! `park_reason` and `parked_at` are written only by the home worker
 //! thread too, but read by other threads (a waker counting the wake, a
