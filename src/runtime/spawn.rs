@@ -4,9 +4,9 @@
 //!
 //! `spawn` allocates only the task record, which ends with its body (the
 //! user's closure and the cell its `JoinHandle` reads: one allocation, see
-//! task.rs); no stack. The stack is bound
-//! when a worker first runs the task (`Worker::start_task`), from that
-//! worker's pool, so a fan-out of a million coroutines needs only as many
+//! task.rs); no stack. The stack is bound when a worker first runs the task
+//! (`Worker::start_task`), from that worker's pool, so a fan-out of a
+//! million coroutines needs only as many
 //! stacks as are started and alive, and stealing moves no stack. Then the
 //! body runs on the task's own stack:
 //!
@@ -37,9 +37,9 @@
 //! `spawn_unchecked` erases the closure's lifetime, for `Runtime::block_on`
 //! and scoped spawns. Its callers wait for the result without a
 //! cancellation point (`JoinCell::wait(true)`), and the body drops the
-//! closure before its `ResultSender` reports, on every path (run, cancelled,
-//! never run, no stack): so the waiter cannot return while a borrow of the
-//! closure is still in use.
+//! closure before it delivers to the result cell, on every path (run,
+//! cancelled, never run, no stack): so the waiter cannot return while a
+//! borrow of the closure is still in use.
 //!
 //! # How much of the stack a closure needs
 //!
@@ -204,9 +204,7 @@ where
     if task.shared.shutdown.load(Ordering::Acquire) {
         // Never runs: delivers `Cancelled`. Not an error, so that a
         // destructor unwinding during shutdown may spawn.
-        if task.take_body() {
-            drop_unrun(&task, None);
-        }
+        drop_unrun(&task, None);
         return Ok(handle);
     }
     placement::submit_fresh(&handle.task.shared, task);
@@ -235,26 +233,10 @@ fn does_not_fit(both: usize, need: usize, stack_size: usize) -> io::Error {
         io::ErrorKind::InvalidInput,
         format!(
             "the coroutine's closure and result take {both} bytes and are moved through its \
-                 stack, which needs about {need} bytes: too many for a {stack_size}-byte stack \
-                 (give it a larger one with Builder::stack_size, or box the large data)"
+             stack, which needs about {need} bytes: too many for a {stack_size}-byte stack \
+             (give it a larger one with Builder::stack_size, or box the large data)"
         ),
     )
-}
-
-/// What a task runs on its stack: the user's closure and the cell its
-/// result goes to (a `Packet`), after the task's header. Only the holder of
-/// the body (`Task::take_body`) calls these, once.
-trait TaskBody {
-    /// Runs the closure (or drops it, if the task was cancelled before it
-    /// started) and delivers the outcome. Runs on the task's stack with its
-    /// yielder set; never unwinds.
-    fn run(&self, task: &Task);
-
-    /// The task will never run: drops the closure, then delivers `Err`
-    /// with `error` as the payload (`Cancelled` if none is given or the
-    /// task was cancelled). Runs on whatever thread gives up on the task,
-    /// outside any coroutine.
-    fn abandon(&self, cancelled: bool, error: Option<io::Error>);
 }
 
 /// A task's whole allocation: the header every task pointer points to,
@@ -316,9 +298,7 @@ where
     unsafe fn destroy(task: NonNull<Task>) {
         // SAFETY: the caller's promise; the cell was a `Box`.
         let mut cell = unsafe { Box::from_raw(task.as_ptr().cast::<Self>()) };
-        if cell.task.take_body() {
-            drop_unrun(&cell.task, None);
-        }
+        drop_unrun(&cell.task, None);
         // The epilogue frees the coroutine-locals; a map still here means
         // the body never reached it, and its values need not be `Send`:
         // they are not dropped on this thread.
@@ -330,11 +310,27 @@ where
 }
 
 /// Gives up on a body that will never run (runtime shut down, or no
-/// stack), on the calling thread: the closure is dropped first, then
-/// `Cancelled` — or `error` — is delivered. Never unwinds: a panic in a
-/// capture's `Drop` is reported. The caller took the body.
-pub(crate) fn drop_unrun(task: &Task, error: Option<io::Error>) {
-    let dropped = catch_unwind(AssertUnwindSafe(|| task.abandon_body(error)));
+/// stack), on the calling thread, unless it was taken already (run, or
+/// given up on): the closure is dropped first, then `Cancelled` — or
+/// `error` — is delivered. Never unwinds: a panic in a capture's `Drop` is
+/// reported. True if this call gave the body up. Only the holder of the
+/// body may call it (its home worker, or before the first run the owner of
+/// its queue entry).
+/// Inlined to the check: every task's last reference calls it.
+#[inline(always)]
+pub(crate) fn drop_unrun(task: &Task, error: Option<io::Error>) -> bool {
+    if !task.take_body() {
+        return false;
+    }
+    give_up_body(task, error);
+    true
+}
+
+#[cold]
+#[inline(never)]
+fn give_up_body(task: &Task, error: Option<io::Error>) {
+    // SAFETY: `drop_unrun` took the body just before, and gives it up once.
+    let dropped = catch_unwind(AssertUnwindSafe(|| unsafe { task.abandon_body(error) }));
     if let Err(payload) = dropped {
         report_escaped_panic(task, &*payload, "while it was dropped unrun");
     }
@@ -353,7 +349,7 @@ impl<F, T> Packet<F, T> {
     /// Takes the closure out to run it.
     ///
     /// # Safety
-    /// Only the holder of the task's body may call it (see `Sync` above),
+    /// Only the holder of the task's body may call it (see `Task`'s `Sync`, task.rs),
     /// once, and not after `drop_f`.
     unsafe fn take_f(&self) -> F {
         debug_assert!(!self.f_taken.get(), "a task's closure is taken once");
@@ -367,7 +363,7 @@ impl<F, T> Packet<F, T> {
     /// Drops the closure if it has not been taken.
     ///
     /// # Safety
-    /// Only the holder of the task's body may call it (see `Sync` above).
+    /// Only the holder of the task's body may call it (see `Task`'s `Sync`, task.rs).
     unsafe fn drop_f(&self) {
         if !self.f_taken.replace(true) {
             // SAFETY: not taken (the flag), dropped once.
@@ -388,11 +384,17 @@ impl<F, T> Drop for Packet<F, T> {
     }
 }
 
-impl<F, T> TaskBody for Packet<F, T>
+/// What a task runs: the user's closure and the cell its result goes to,
+/// after the task's header. Only the holder of the body
+/// (`Task::take_body`) calls these, once.
+impl<F, T> Packet<F, T>
 where
     F: FnOnce() -> T + Send,
     T: Send,
 {
+    /// Runs the closure (or drops it, if the task was cancelled before it
+    /// started) and delivers the outcome. Runs on the task's stack with its
+    /// yielder set; never unwinds.
     fn run(&self, task: &Task) {
         let packet = self;
         let outcome = if task.cancelled.load(Ordering::Acquire) {
@@ -428,6 +430,10 @@ where
         end_of_locals(task, true);
     }
 
+    /// The task will never run: drops the closure, then delivers `Err`
+    /// with `error` as the payload (`Cancelled` if none is given or the
+    /// task was cancelled). Runs on whatever thread gives up on the task,
+    /// outside any coroutine.
     fn abandon(&self, cancelled: bool, error: Option<io::Error>) {
         // SAFETY: we hold the task's body.
         unsafe { self.drop_f() };

@@ -12,12 +12,12 @@
 //! spawn.rs) — so a spawn allocates once. A second allocation cost a
 //! malloc and a free, about 140 instructions of the ~1,700 of an empty
 //! spawn+run+join. The body's type is erased behind `Task::body`, a table
-//! of three functions made per closure type, as tokio's task cells do:
-//! with `Arc<TaskCell<dyn TaskBody>>` instead, every task pointer would be
-//! two words and every field access through it would compute the header's
-//! offset from the vtable's alignment (measured: +18 % instructions per
-//! yield, +25 % per park/unpark). `TaskRef` is one word, counted in the
-//! header.
+//! of three functions made per closure type, as tokio's task cells do.
+//! With a trait object instead (`Arc<TaskCell<dyn Body>>`), every task
+//! pointer would be two words and every field access through it would
+//! compute the header's offset from the vtable's alignment (measured:
+//! +18 % instructions per yield, +25 % per park/unpark). `TaskRef` is one
+//! word, counted in the header.
 //!
 //! # The park state word
 //!
@@ -173,7 +173,7 @@ pub(crate) struct Task {
 /// The operations on a task's body, for one closure and result type
 /// (spawn.rs): a hand-made vtable, so that `Task` and `TaskRef` stay thin.
 pub(crate) struct BodyVTable {
-    /// Runs the body as the coroutine (`TaskBody::run` in spawn.rs).
+    /// Runs the body as the coroutine (`Packet::run` in spawn.rs).
     pub run: unsafe fn(*const Task),
     /// Gives up on a body that never ran: drops the closure and delivers
     /// `Cancelled` (if `cancelled`, or no error is given) or the error.
@@ -238,14 +238,22 @@ impl Task {
         !self.body_taken.replace(true)
     }
 
-    /// Runs the body, as the coroutine. Only after `take_body`.
-    pub fn run_body(&self) {
-        // SAFETY: `body` was made for the allocation this header heads.
+    /// Runs the body, as the coroutine.
+    ///
+    /// # Safety
+    /// The caller took the body (`take_body` returned true) and runs or
+    /// gives it up once: a second run would take the closure twice.
+    pub unsafe fn run_body(&self) {
+        // SAFETY: `body` was made for the allocation this header heads, and
+        // the caller holds the body (see above).
         unsafe { (self.body.run)(self.this) }
     }
 
-    /// Gives up on a body taken with `take_body` that will never run.
-    pub fn abandon_body(&self, error: Option<std::io::Error>) {
+    /// Gives up on a body that will never run.
+    ///
+    /// # Safety
+    /// As `run_body` (`spawn::drop_unrun` takes the body, then calls it).
+    pub unsafe fn abandon_body(&self, error: Option<std::io::Error>) {
         let cancelled = self.cancelled.load(Ordering::Acquire);
         // SAFETY: as in `run_body`.
         unsafe { (self.body.abandon)(self.this, cancelled, error) }

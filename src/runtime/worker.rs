@@ -368,21 +368,24 @@ impl Worker {
     /// had, the body is dropped here and the `JoinHandle` gets the error.
     #[cold]
     fn start_task(&self, task: &TaskRef) -> Option<TaskCoroutine> {
-        // Home worker: the body is taken once, before the first run.
-        if !task.take_body() {
+        // Home worker: a task is started once, before its body is taken.
+        if task.body_taken.get() {
             return None;
         }
         let stack = match crate::stack::acquire(task.stack_size) {
             Ok(stack) => stack,
             Err(error) => {
-                drop_unrun(task, Some(error));
-                self.shared
-                    .counters
-                    .dropped_unrun
-                    .fetch_add(1, Ordering::Relaxed);
+                if drop_unrun(task, Some(error)) {
+                    self.shared
+                        .counters
+                        .dropped_unrun
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 return None;
             }
         };
+        let taken = task.take_body();
+        debug_assert!(taken, "checked above");
         bump(&self.counters().started);
         let task_ptr = TaskPtr(task.as_ptr());
         let entry = move |yielder: &TaskYielder, ()| {
@@ -391,7 +394,9 @@ impl Worker {
             // closure returns, and is used only while the task runs.
             let task = unsafe { &*task_ptr.0 };
             task.yielder.set(yielder as *const TaskYielder);
-            task.run_body();
+            // SAFETY: `start_task` took the body for this entry, which runs
+            // once.
+            unsafe { task.run_body() };
             task.yielder.set(std::ptr::null());
         };
         match TaskCoroutine::with_stack(stack, task.id, task.name.clone(), entry) {
@@ -738,13 +743,12 @@ fn prefetch_record(task: &Task) {
     }
 }
 
-/// Drops a task that never started; its closure's `ResultSender` delivers
-/// `Cancelled` to the `JoinHandle`. A panic in a capture's `Drop` is
-/// reported, never unwinds the caller.
+/// Drops a task that never started; its body delivers `Cancelled` to the
+/// `JoinHandle`. A panic in a capture's `Drop` is reported, never unwinds
+/// the caller.
 fn drop_unstarted(task: TaskRef) {
     // An unstarted task is owned by the queue entry we just took.
-    if task.take_body() {
-        drop_unrun(&task, None);
+    if drop_unrun(&task, None) {
         task.shared
             .counters
             .dropped_unrun
