@@ -4,7 +4,10 @@
 //! is served before the small ones behind it; a large request that gives
 //! up lets the ones behind it through; a cancelled acquirer gives its
 //! permits back, and so do coroutines parked in `acquire` when their
-//! runtime is dropped; timeouts end no earlier than asked.
+//! runtime is dropped; timeouts end no earlier than asked. Owned permits
+//! (`*_owned`, holding the semaphore's `Arc`) move into spawned coroutines
+//! and cap them the same way; a failed, forgotten or cancelled owned
+//! acquire leaves no `Arc` behind.
 
 mod common;
 mod sync_common;
@@ -295,5 +298,136 @@ fn a_runtime_dropped_with_parked_acquirers_leaves_it_consistent() {
         let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
         assert_eq!(total, 20);
         assert_eq!(semaphore.available_permits(), 3);
+    });
+}
+
+#[test]
+fn owned_permits_move_into_coroutines_and_cap_them() {
+    watchdog("semaphore_owned", WATCHDOG, || {
+        let rt = runtime(2, "sem-owned");
+        let permits = 3;
+        let semaphore = Arc::new(Semaphore::new(permits));
+        let in_use = Arc::new(InUse::default());
+        let tasks = 60;
+        // The spawner takes the permits; each coroutine it spawns holds its
+        // permit for a millisecond and gives it back when it ends.
+        let spawner = {
+            let (semaphore, in_use) = (Arc::clone(&semaphore), Arc::clone(&in_use));
+            rt.spawn(move || {
+                (0..tasks)
+                    .map(|i| {
+                        let n = 1 + i % 2;
+                        let take = || Arc::clone(&semaphore);
+                        let permit = match i % 3 {
+                            0 => take().acquire_many_owned(n),
+                            1 => loop {
+                                if let Some(permit) = take().try_acquire_many_owned(n) {
+                                    break permit;
+                                }
+                                fibra::yield_now();
+                            },
+                            _ => loop {
+                                let timeout = Duration::from_micros(200);
+                                if let Some(permit) = take().acquire_many_owned_timeout(n, timeout)
+                                {
+                                    break permit;
+                                }
+                            },
+                        };
+                        assert_eq!(permit.num_permits(), n);
+                        assert!(Arc::ptr_eq(permit.semaphore(), &semaphore));
+                        let in_use = Arc::clone(&in_use);
+                        fibra::spawn(move || {
+                            in_use.enter(n);
+                            fibra::sleep(Duration::from_millis(1));
+                            in_use.leave(n);
+                            drop(permit);
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        for handle in spawner.join().unwrap() {
+            handle.join().unwrap();
+        }
+        let max = in_use.max.load(Ordering::SeqCst);
+        assert!(max <= permits, "{max} permits in use at once, of {permits}");
+        assert!(max >= 2, "the coroutines overlapped: {max} at most at once");
+        assert_eq!(in_use.entries.load(Ordering::SeqCst), tasks);
+        assert_eq!(semaphore.available_permits(), permits);
+        assert_eq!(Arc::strong_count(&semaphore), 1, "every permit let go");
+    });
+}
+
+#[test]
+fn owned_permits_that_fail_or_are_forgotten_leave_no_arc_behind() {
+    let semaphore = Arc::new(Semaphore::new(2));
+    let one = Arc::clone(&semaphore).acquire_owned();
+    let two = Arc::clone(&semaphore)
+        .try_acquire_owned()
+        .expect("one is free");
+    assert_eq!((one.num_permits(), two.num_permits()), (1, 1));
+    assert_eq!(Arc::strong_count(&semaphore), 3);
+    assert!(Arc::clone(&semaphore).try_acquire_owned().is_none());
+    let timeout = Duration::from_millis(1);
+    assert!(
+        Arc::clone(&semaphore)
+            .acquire_owned_timeout(timeout)
+            .is_none()
+    );
+    assert_eq!(
+        Arc::strong_count(&semaphore),
+        3,
+        "a failed acquire drops its Arc"
+    );
+    assert_eq!(format!("{two:?}"), "OwnedSemaphorePermit { permits: 1 }");
+    drop(one);
+    assert_eq!(semaphore.available_permits(), 1);
+    two.forget();
+    assert_eq!(Arc::strong_count(&semaphore), 1, "forget drops the Arc");
+    assert_eq!(
+        semaphore.available_permits(),
+        1,
+        "the forgotten permit stays out"
+    );
+    let zero = Arc::clone(&semaphore).acquire_many_owned(0);
+    assert_eq!(zero.num_permits(), 0);
+    drop(zero);
+    assert_eq!(semaphore.available_permits(), 1);
+}
+
+#[test]
+fn a_cancelled_owned_acquirer_gives_back_its_permits_and_its_arc() {
+    watchdog("semaphore_owned_cancel", WATCHDOG, || {
+        let rt = runtime(1, "sem-owned-cancel");
+        rt.block_on(|| {
+            let semaphore = Arc::new(Semaphore::new(2));
+            let held = Arc::clone(&semaphore).acquire_many_owned(2);
+            let waiter = {
+                let semaphore = Arc::clone(&semaphore);
+                fibra::spawn(move || semaphore.acquire_many_owned(2).num_permits())
+            };
+            fibra::yield_now(); // it queues
+            drop(held); // granted to the waiter, which has not run yet
+            assert_eq!(semaphore.available_permits(), 0, "granted to the waiter");
+            waiter.cancel();
+            assert!(waiter.join().is_err());
+            assert_eq!(semaphore.available_permits(), 2);
+            assert_eq!(Arc::strong_count(&semaphore), 1);
+        });
+    });
+}
+
+#[test]
+fn timed_owned_acquires_end_no_earlier_than_their_timeout() {
+    let rt = runtime(1, "sem-owned-timeout");
+    let semaphore = Arc::new(Semaphore::new(0));
+    check_timeout_lateness(&rt, Duration::from_millis(20), move || {
+        let timeout = Duration::from_millis(20);
+        assert!(
+            Arc::clone(&semaphore)
+                .acquire_owned_timeout(timeout)
+                .is_none()
+        );
     });
 }

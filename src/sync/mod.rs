@@ -15,7 +15,7 @@
 //! |---|---|
 //! | [`mpmc`] | multi-producer, multi-consumer channels (cloneable receivers), bounded or not |
 //! | [`select!`], [`Select`] | wait on several channel operations, with a timeout or a default arm |
-//! | [`Semaphore`] | counted permits, strict FIFO; RAII [`SemaphorePermit`]; `try_acquire`, timeouts |
+//! | [`Semaphore`] | counted permits, strict FIFO; RAII [`SemaphorePermit`], and [`OwnedSemaphorePermit`] (holds an `Arc`, moves into a coroutine); `try_acquire`, timeouts |
 //! | [`WaitGroup`] | Go's `sync.WaitGroup`: `add`, `done`, `wait` (also as [`WaitGroupToken`] values) |
 //! | [`Event`] | Python's `threading.Event`: `set`, `clear`, `wait`, `wait_timeout` |
 //! | [`ReentrantLock`] | a lock its owner may take again (Python's `RLock`); the owner is the coroutine, not its worker thread |
@@ -238,7 +238,7 @@ pub use select::Select;
 pub use event::Event;
 pub use joinable_queue::{Full, JoinableQueue};
 pub use reentrant::{ReentrantLock, ReentrantLockGuard};
-pub use semaphore::{Semaphore, SemaphorePermit};
+pub use semaphore::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 pub use wait_group::{WaitGroup, WaitGroupToken};
 
 /// `select!` is also reachable as `fibra::sync::select!`.

@@ -25,11 +25,21 @@
 //!
 //! Uncontended `acquire` and release take the lock once each: no system
 //! call, no allocation.
+//!
+//! # Owned permits
+//!
+//! `SemaphorePermit` borrows its semaphore, so it cannot move into a
+//! spawned coroutine (`'static`). The `*_owned` methods take an
+//! `Arc<Semaphore>` and return an `OwnedSemaphorePermit` that holds it
+//! (tokio's names and shape): the usual way to cap how many spawned
+//! coroutines run a section at once. Both kinds take and give back
+//! permits the same way; only what the permit holds differs.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::waiter::{FIRST_TOKEN, Node, SpinLock, WaitList, Waiter, Wakeups};
+use super::waiter::{FIRST_TOKEN, Node, SpinGuard, SpinLock, WaitList, Waiter, Wakeups};
 
 const GRANTED: usize = FIRST_TOKEN;
 
@@ -112,8 +122,9 @@ impl Semaphore {
     /// earlier request has been served). A request for more permits than
     /// will ever be free waits forever (use `acquire_many_timeout`).
     pub fn acquire_many(&self, n: usize) -> SemaphorePermit<'_> {
-        self.take(n, Some(None))
-            .expect("an untimed acquire returns only with its permits")
+        let taken = self.take(n, Some(None));
+        debug_assert!(taken, "an untimed acquire returns only with its permits");
+        self.permit(n)
     }
 
     /// One permit if it is free now and nobody is queued.
@@ -123,7 +134,7 @@ impl Semaphore {
 
     /// `n` permits if they are free now and nobody is queued.
     pub fn try_acquire_many(&self, n: usize) -> Option<SemaphorePermit<'_>> {
-        self.take(n, None)
+        self.take(n, None).then(|| self.permit(n))
     }
 
     /// As `acquire`, for at most `timeout`.
@@ -135,6 +146,68 @@ impl Semaphore {
     /// leaves the queue, and the requests behind it move up.
     pub fn acquire_many_timeout(&self, n: usize, timeout: Duration) -> Option<SemaphorePermit<'_>> {
         self.take(n, Some(Instant::now().checked_add(timeout)))
+            .then(|| self.permit(n))
+    }
+
+    /// As `acquire`, holding the semaphore by its `Arc`: the permit can
+    /// move into a spawned coroutine.
+    ///
+    /// ```
+    /// use fibra::sync::{Arc, Semaphore};
+    ///
+    /// // At most 2 of the 10 coroutines hold a connection slot at once.
+    /// let slots = Arc::new(Semaphore::new(2));
+    /// let handles: Vec<_> = (0..10)
+    ///     .map(|i| {
+    ///         let permit = Arc::clone(&slots).acquire_owned(); // parks the spawner
+    ///         fibra::spawn(move || {
+    ///             let _permit = permit; // given back when this coroutine ends
+    ///             i * 2
+    ///         })
+    ///     })
+    ///     .collect();
+    /// let sum: i32 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    /// assert_eq!(sum, 90);
+    /// assert_eq!(slots.available_permits(), 2);
+    /// ```
+    pub fn acquire_owned(self: Arc<Self>) -> OwnedSemaphorePermit {
+        self.acquire_many_owned(1)
+    }
+
+    /// As `acquire_many`, holding the semaphore by its `Arc`.
+    pub fn acquire_many_owned(self: Arc<Self>, n: usize) -> OwnedSemaphorePermit {
+        let taken = self.take(n, Some(None));
+        debug_assert!(taken, "an untimed acquire returns only with its permits");
+        OwnedSemaphorePermit::new(self, n)
+    }
+
+    /// As `try_acquire`, holding the semaphore by its `Arc`.
+    pub fn try_acquire_owned(self: Arc<Self>) -> Option<OwnedSemaphorePermit> {
+        self.try_acquire_many_owned(1)
+    }
+
+    /// As `try_acquire_many`, holding the semaphore by its `Arc`.
+    pub fn try_acquire_many_owned(self: Arc<Self>, n: usize) -> Option<OwnedSemaphorePermit> {
+        let taken = self.take(n, None);
+        taken.then(|| OwnedSemaphorePermit::new(self, n))
+    }
+
+    /// As `acquire_timeout`, holding the semaphore by its `Arc`.
+    pub fn acquire_owned_timeout(
+        self: Arc<Self>,
+        timeout: Duration,
+    ) -> Option<OwnedSemaphorePermit> {
+        self.acquire_many_owned_timeout(1, timeout)
+    }
+
+    /// As `acquire_many_timeout`, holding the semaphore by its `Arc`.
+    pub fn acquire_many_owned_timeout(
+        self: Arc<Self>,
+        n: usize,
+        timeout: Duration,
+    ) -> Option<OwnedSemaphorePermit> {
+        let taken = self.take(n, Some(Instant::now().checked_add(timeout)));
+        taken.then(|| OwnedSemaphorePermit::new(self, n))
     }
 
     /// Adds `n` permits (they are granted to queued requests first).
@@ -151,16 +224,19 @@ impl Semaphore {
     }
 
     /// Takes `n` permits: without waiting (`wait` None), or waiting until
-    /// the deadline (`Some(None)`: forever).
-    fn take(&self, n: usize, wait: Option<Option<Instant>>) -> Option<SemaphorePermit<'_>> {
+    /// the deadline (`Some(None)`: forever). True if they were taken; the
+    /// caller wraps them in a permit.
+    #[inline]
+    fn take(&self, n: usize, wait: Option<Option<Instant>>) -> bool {
         let mut state = self.state.lock();
         if n == 0 || (state.queue.is_empty() && state.permits >= n) {
             state.permits -= n;
-            drop(state);
-            return Some(self.permit(n));
+            return true;
         }
-        drop(state);
-        self.take_waiting(n, wait?)
+        match wait {
+            Some(deadline) => self.take_waiting(state, n, deadline),
+            None => false,
+        }
     }
 
     /// The RAII form of `n` permits the caller has taken.
@@ -171,27 +247,25 @@ impl Semaphore {
         }
     }
 
-    /// `take` that queues and parks. Out of line: the common acquire needs
-    /// no waiting.
+    /// `take` that queues and parks; `state` is still locked from the
+    /// check that found too few permits, so no release can slip in between.
+    /// Out of line: the common acquire needs no waiting.
     #[cold]
     #[inline(never)]
-    fn take_waiting(&self, n: usize, deadline: Option<Instant>) -> Option<SemaphorePermit<'_>> {
+    fn take_waiting(
+        &self,
+        mut state: SpinGuard<'_, State>,
+        n: usize,
+        deadline: Option<Instant>,
+    ) -> bool {
         let waiter = Waiter::new();
         let node = Node::new(&waiter, n);
-        {
-            let mut state = self.state.lock();
-            if state.queue.is_empty() && state.permits >= n {
-                // Released since we looked.
-                state.permits -= n;
-                drop(state);
-                return Some(self.permit(n));
-            }
-            // SAFETY: the node stays in this frame until `wait` returns, and
-            // `wait` unlinks it (`leave`) unless a grant did.
-            unsafe { state.queue.push_back(&node) };
-        }
+        // SAFETY: the node stays in this frame until `wait` returns, and
+        // `wait` unlinks it (`leave`) unless a grant did.
+        unsafe { state.queue.push_back(&node) };
+        drop(state);
         let token = waiter.wait(deadline, || self.leave(&node), |_| self.release(n));
-        token.map(|_| self.permit(n))
+        token.is_some()
     }
 
     /// A request that timed out or was cancelled leaves the queue (false: a
@@ -283,6 +357,51 @@ impl Drop for SemaphorePermit<'_> {
 impl fmt::Debug for SemaphorePermit<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SemaphorePermit")
+            .field("permits", &self.permits)
+            .finish()
+    }
+}
+
+/// Permits taken with one of `Semaphore`'s `*_owned` methods: it holds the
+/// semaphore's `Arc`, so it is `'static` and can move into a coroutine;
+/// dropping it gives the permits back.
+#[must_use = "the permits go back to the semaphore when this is dropped"]
+pub struct OwnedSemaphorePermit {
+    semaphore: Arc<Semaphore>,
+    permits: usize,
+}
+
+impl OwnedSemaphorePermit {
+    fn new(semaphore: Arc<Semaphore>, permits: usize) -> OwnedSemaphorePermit {
+        OwnedSemaphorePermit { semaphore, permits }
+    }
+
+    /// How many permits this holds.
+    pub fn num_permits(&self) -> usize {
+        self.permits
+    }
+
+    /// The semaphore the permits came from.
+    pub fn semaphore(&self) -> &Arc<Semaphore> {
+        &self.semaphore
+    }
+
+    /// Keeps the permits out of the semaphore for good (its count shrinks);
+    /// the `Arc` is dropped.
+    pub fn forget(mut self) {
+        self.permits = 0;
+    }
+}
+
+impl Drop for OwnedSemaphorePermit {
+    fn drop(&mut self) {
+        self.semaphore.release(self.permits);
+    }
+}
+
+impl fmt::Debug for OwnedSemaphorePermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedSemaphorePermit")
             .field("permits", &self.permits)
             .finish()
     }
