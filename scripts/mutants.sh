@@ -41,7 +41,7 @@ stack|src/stack/*.rs|stack_limits stack_overflow stack_pool stack_memory runtime
 sync-waiter|src/sync/waiter.rs|sync_mutex sync_condvar sync_mpsc sync2_mpmc sync2_select sync2_semaphore
 sync-locks|src/sync/mutex.rs src/sync/rwlock.rs src/sync/condvar.rs src/sync/poison.rs src/sync/reentrant.rs|sync_mutex sync_condvar sync_rwlock sync_poison sync_observe sync2_reentrant sync_debug sync_locks_edges thread_api
 sync-channels|src/sync/channel.rs src/sync/mpsc/*.rs src/sync/mpmc.rs src/sync/select/*.rs|sync_mpsc sync2_mpmc sync2_select sync_no_alloc sync_observe sync_channels_edges sync2_joinable_queue
-sync-others|src/sync/barrier.rs src/sync/once.rs src/sync/once_lock.rs src/sync/semaphore.rs src/sync/joinable_queue.rs src/sync/wait_group.rs src/sync/event.rs src/sync/gate.rs src/sync/local.rs|sync_barrier_once sync2_semaphore sync2_joinable_queue sync2_wait_group_event sync2_local sync_debug
+sync-others|src/sync/barrier.rs src/sync/once.rs src/sync/once_lock.rs src/sync/semaphore.rs src/sync/joinable_queue.rs src/sync/wait_group.rs src/sync/event.rs src/sync/gate.rs src/sync/local.rs|sync_barrier_once sync2_semaphore sync2_joinable_queue sync2_wait_group_event sync2_local sync_debug sync_others_edges
 EOF
 }
 

@@ -74,14 +74,31 @@ fn condvar_barrier_and_once_print_as_std() {
     a.call_once(|| ());
     b.call_once(|| ());
     assert_eq!(format!("{a:?}"), format!("{b:?}"), "done");
-    a.call_once_force(|state| {
-        let mut seen = None;
-        b.call_once_force(|theirs| seen = Some(format!("{theirs:?}")));
-        // `b` is done, so its closure does not run: compare with a fresh one.
-        let fresh = theirs::Once::new();
-        fresh.call_once_force(|theirs| seen = Some(format!("{theirs:?}")));
-        assert_eq!(Some(format!("{state:?}")), seen, "an OnceState");
-    });
+    // An `OnceState`, fresh and after a panicked initialiser (`a` and `b`
+    // are done, so their closures would not run: fresh `Once`s).
+    let (a, b) = (ours::Once::new(), theirs::Once::new());
+    for poisoned in [false, true] {
+        let (mut mine, mut seen) = (None, None);
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            a.call_once_force(|state| {
+                mine = Some(format!("{state:?}"));
+                if !poisoned {
+                    panic!("poisoning on purpose");
+                }
+            })
+        }));
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            b.call_once_force(|state| {
+                seen = Some(format!("{state:?}"));
+                if !poisoned {
+                    panic!("poisoning on purpose");
+                }
+            })
+        }));
+        assert!(mine.is_some(), "the closure ran");
+        assert_eq!(mine, seen, "an OnceState, poisoned: {poisoned}");
+    }
+    assert_eq!(format!("{a:?}"), format!("{b:?}"), "done after a poisoning");
 }
 
 #[test]

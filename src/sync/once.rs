@@ -16,7 +16,6 @@
 //! `Once::wait` queues the same way, also while nobody runs the
 //! initialiser yet.
 
-use std::cell::Cell;
 use std::fmt;
 use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -62,19 +61,12 @@ impl RefUnwindSafe for Once {}
 /// What `call_once_force`'s closure is told (as `std::sync::OnceState`).
 pub struct OnceState {
     poisoned: bool,
-    /// The state the `Once` takes when the closure returns normally.
-    set_to: Cell<u8>,
 }
 
 impl OnceState {
     /// True if an earlier initialiser panicked.
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
-    }
-
-    /// Leaves the `Once` poisoned (not complete) when the closure returns.
-    pub(crate) fn poison(&self) {
-        self.set_to.set(POISONED);
     }
 }
 
@@ -165,10 +157,6 @@ impl Once {
         }
     }
 
-    pub(crate) fn is_poisoned(&self) -> bool {
-        self.state.load(Ordering::Acquire) == POISONED
-    }
-
     #[cold]
     fn call(&self, ignore_poison: bool, f: &mut dyn FnMut(&OnceState)) {
         let me = crate::current().id();
@@ -203,10 +191,9 @@ impl Once {
                     };
                     let state = OnceState {
                         poisoned: previous == POISONED,
-                        set_to: Cell::new(COMPLETE),
                     };
                     f(&state);
-                    finish.set_to = state.set_to.get();
+                    finish.set_to = COMPLETE;
                     return;
                 }
             }

@@ -275,9 +275,11 @@ impl<T, F: FnOnce() -> T> LazyLock<T, F> {
     #[cold]
     fn run(&self) {
         let data = &self.data;
+        // `call_once_force` returns only once the `Once` is complete: this
+        // closure either stores the value or panics, and a panic leaves the
+        // `Once` poisoned (so later calls get here again, and panic too).
         self.once.call_once_force(|state| {
             if state.is_poisoned() {
-                state.poison();
                 panic_poisoned();
             }
             // SAFETY: we are the Once's single runner: nobody else reads or
@@ -288,9 +290,6 @@ impl<T, F: FnOnce() -> T> LazyLock<T, F> {
             };
             *data = Lazy::Value(f());
         });
-        if self.once.is_poisoned() {
-            panic_poisoned();
-        }
     }
 }
 
