@@ -3,10 +3,10 @@
 //! `LocalAccessError` print, `JoinableQueue::empty` and `full` as items
 //! come and go, `take` on a `Cell` coroutine-local (in a coroutine and on a
 //! plain thread), a coroutine-local's `Debug`, a plain thread's
-//! coroutine-local values dropped when the thread exits, `Once::wait_force`
-//! on a poisoned `Once`, `OnceLock`'s `From`, `==` and drop, and
-//! `Semaphore::try_acquire`, and the exact `Debug` of `Semaphore` (queued
-//! or not), its permit, `WaitGroup` and `WaitGroupToken`.
+//! coroutine-local values dropped when the thread exits (newest first),
+//! `Once::wait_force` on a poisoned `Once`, `OnceLock`'s `From`, `==` and
+//! drop, `Semaphore::try_acquire`, and the exact `Debug` of `Semaphore`
+//! (queued or not), its permit, `WaitGroup` and `WaitGroupToken`.
 
 mod common;
 
@@ -21,6 +21,8 @@ use fibra::thread::LocalAccessError;
 fibra::coroutine_local! {
     static NUMBER: Cell<u32> = Cell::new(5);
     static HELD: RefCell<Option<DropCounter>> = RefCell::new(None);
+    static FIRST: RefCell<Option<Recorder>> = RefCell::new(None);
+    static SECOND: RefCell<Option<Recorder>> = RefCell::new(None);
 }
 
 #[test]
@@ -81,17 +83,35 @@ fn a_coroutine_local_prints_like_a_thread_local() {
     assert_eq!(format!("{NUMBER:?}"), "CoroutineLocal { .. }");
 }
 
+/// Records its name in a shared log when dropped.
+struct Recorder(&'static str, Arc<std::sync::Mutex<Vec<&'static str>>>);
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.1.lock().unwrap().push(self.0);
+    }
+}
+
 #[test]
-fn a_plain_threads_values_are_dropped_when_it_exits() {
+fn a_plain_threads_values_are_dropped_at_exit_newest_first() {
     let drops = Arc::new(AtomicUsize::new(0));
     let counter = DropCounter(Arc::clone(&drops));
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let thread_log = Arc::clone(&log);
     std::thread::spawn(move || {
         HELD.set(Some(counter));
+        FIRST.set(Some(Recorder("first", Arc::clone(&thread_log))));
+        SECOND.set(Some(Recorder("second", thread_log)));
         assert!(HELD.with_borrow(Option::is_some));
     })
     .join()
     .unwrap();
     assert_eq!(drops.load(Ordering::SeqCst), 1, "dropped at thread exit");
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["second", "first"],
+        "the most recently created value goes first, as in a coroutine"
+    );
 }
 
 #[test]
