@@ -43,6 +43,15 @@
 //!
 //! The floating-point control state is shared by all coroutines of a thread
 //! (see `arch/x86_64.rs`).
+//!
+//! # Sanitizers
+//!
+//! Built with `--cfg fibra_asan` (and `-Zsanitizer=address`,
+//! `scripts/asan.sh`), every switch is announced to AddressSanitizer
+//! (`src/asan.rs`): `switch` enters the coroutine's stack, the entry
+//! function and `suspend` learn the resumer's stack from each arrival and
+//! give it back on the way out, and a finishing coroutine leaves its stack
+//! for good. Without the cfg none of this is compiled.
 
 use std::any::Any;
 use std::io;
@@ -105,6 +114,9 @@ type CoroutineMarker<Input, Yield, Return> = (fn(Input) -> (Yield, Return), *con
 /// The suspending side of a coroutine, passed to its closure.
 pub struct Yielder<Input, Yield> {
     parent_slot: *mut *mut u8,
+    /// The resumer's stack, for AddressSanitizer (`src/asan.rs`).
+    #[cfg(fibra_asan)]
+    parent_stack: std::cell::Cell<crate::asan::Bounds>,
     _marker: PhantomData<YielderMarker<Input, Yield>>,
 }
 
@@ -117,10 +129,14 @@ impl<Input, Yield> Yielder<Input, Yield> {
     #[inline(always)]
     pub fn suspend(&self, value: Yield) -> Input {
         let out = MaybeUninit::new(value);
+        #[cfg(fibra_asan)]
+        let fake_stack = crate::asan::enter(self.parent_stack.get());
         // SAFETY: we run on this coroutine's stack and its resumer stored its
         // rsp in `parent_slot` before switching to us. The resumer moves
         // `out` away before it resumes us.
         let message = unsafe { arch::switch_out(out.as_ptr() as usize, self.parent_slot) };
+        #[cfg(fibra_asan)]
+        self.parent_stack.set(crate::asan::arrived(fake_stack));
         if message == 0 {
             resume_unwind(Box::new(ForcedUnwind));
         }
@@ -247,6 +263,8 @@ impl<Input, Yield, Return> Coroutine<Input, Yield, Return> {
             arch::init_stack(closure, entry::<F, Input, Yield, Return>, closure)
         };
         stack.set_owner(id, name.as_deref());
+        #[cfg(fibra_asan)]
+        crate::asan::unpoison(stack.bottom(), stack.size());
         Ok(Coroutine {
             sp,
             initial_sp: sp,
@@ -317,8 +335,18 @@ impl<Input, Yield, Return> Coroutine<Input, Yield, Return> {
     /// The coroutine must not be finished.
     #[inline(always)]
     unsafe fn switch(&mut self, message: usize) -> (usize, *mut u8) {
+        #[cfg(fibra_asan)]
+        let fake_stack = {
+            let stack = self
+                .stack
+                .as_ref()
+                .expect("an unfinished coroutine has its stack");
+            crate::asan::enter(crate::asan::Bounds::new(stack.bottom(), stack.size()))
+        };
         // SAFETY: upheld by the caller; `parent_slot` is this stack's header.
         let (reply, new_sp) = unsafe { arch::switch_into(message, self.sp, self.parent_slot) };
+        #[cfg(fibra_asan)]
+        crate::asan::arrived(fake_stack);
         self.sp = new_sp;
         (reply, new_sp)
     }
@@ -452,11 +480,15 @@ unsafe extern "C" fn entry<F, Input, Yield, Return>(
 where
     F: FnOnce(&Yielder<Input, Yield>, Input) -> Return,
 {
+    #[cfg(fibra_asan)]
+    let parent_stack = crate::asan::arrived_first();
     // SAFETY: the first resume passes a pointer to its initialised Input,
     // read once, here.
     let input = unsafe { ptr::read(message as *const Input) };
     let yielder = Yielder {
         parent_slot,
+        #[cfg(fibra_asan)]
+        parent_stack: std::cell::Cell::new(parent_stack),
         _marker: PhantomData,
     };
     let call = || {
@@ -473,6 +505,8 @@ where
         Err(payload) => Finish::Panic(payload),
     };
     let out = MaybeUninit::new(finish);
+    #[cfg(fibra_asan)]
+    crate::asan::leave_for_good(yielder.parent_stack.get());
     // SAFETY: `out` stays on this stack, which the resumer keeps mapped until
     // it has moved the value out; nothing runs here afterwards.
     unsafe { arch::switch_out_final(out.as_ptr() as usize, parent_slot) }

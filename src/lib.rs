@@ -245,6 +245,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod arch;
+#[cfg(fibra_asan)]
+mod asan;
 pub mod blocking;
 pub mod coroutine;
 pub mod fs;
