@@ -7,7 +7,8 @@
 //! runtime is dropped; timeouts end no earlier than asked. Owned permits
 //! (`*_owned`, holding the semaphore's `Arc`) move into spawned coroutines
 //! and cap them the same way; a failed, forgotten or cancelled owned
-//! acquire leaves no `Arc` behind.
+//! acquire leaves no `Arc` behind. A count past `Semaphore::MAX_PERMITS`
+//! is refused with a panic and leaves the count as it was.
 
 mod common;
 mod sync_common;
@@ -430,4 +431,22 @@ fn timed_owned_acquires_end_no_earlier_than_their_timeout() {
                 .is_none()
         );
     });
+}
+
+#[test]
+fn a_count_past_the_maximum_is_refused_and_left_unchanged() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    let max = Semaphore::MAX_PERMITS;
+    let semaphore = Semaphore::new(max);
+    assert_eq!(semaphore.available_permits(), max);
+    let overflow = catch_unwind(AssertUnwindSafe(|| semaphore.add_permits(1)));
+    let payload = overflow.expect_err("one more than the maximum");
+    let message = common::panic_text(&*payload).unwrap_or_default();
+    assert!(message.contains("overflows"), "{message}");
+    assert_eq!(semaphore.available_permits(), max, "unchanged");
+    let all = semaphore.acquire_many(max);
+    assert_eq!(semaphore.available_permits(), 0);
+    drop(all);
+    assert_eq!(semaphore.available_permits(), max);
+    assert!(catch_unwind(|| Semaphore::new(max + 1)).is_err());
 }

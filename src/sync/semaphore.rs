@@ -12,18 +12,36 @@
 //! same; barging, as `Mutex` allows, would starve it). `try_acquire`
 //! respects the queue too.
 //!
+//! # The count word and the queue
+//!
+//! The free permits live in one atomic word, shifted left by one; its low
+//! bit, `QUEUED`, says the queue of waiting requests is not empty. The
+//! queue sits under a `SpinLock`, and `QUEUED` changes only under it: set
+//! before a request is linked into an empty queue, cleared when the queue
+//! empties. So the uncontended paths need no lock: an acquire that sees
+//! `QUEUED` clear and enough permits takes them with one CAS, and a release
+//! that sees `QUEUED` clear gives them back with one CAS. Either finding
+//! `QUEUED` set takes the lock instead.
+//!
+//! While `QUEUED` is set, nothing changes the word outside the lock: the
+//! fast paths refuse to, and a fast CAS that read the word before the bit
+//! was set fails, because the word changed. The lock holder then has the
+//! count to itself.
+//!
 //! # No lost wakeup
 //!
-//! The permit count and the queue live under one `SpinLock`: "enough
-//! permits and nobody queued, else queue" is one critical section, and
-//! every change of the count (a release, `add_permits`, a queued request
-//! leaving) runs `grant` in the same critical section, which takes the
-//! permits on the head's behalf and claims it (`waiter.rs`). A request that
-//! times out or is cancelled unlinks its node; if a grant beat it, it gives
-//! those permits back (a release, granting onward). A head that leaves
-//! empty-handed also runs `grant`: the requests behind it may fit now.
+//! A request that must wait takes the lock, sets `QUEUED` (if the queue was
+//! empty) and, in the same critical section, looks at the count the bit
+//! froze: a release whose CAS came first is counted there, and one that
+//! comes later sees the bit and takes the lock. Every change of the count
+//! under the lock (a release, `add_permits`, a queued request leaving) runs
+//! `grant`, which takes the permits on the head's behalf and claims it
+//! (`waiter.rs`). A request that times out or is cancelled unlinks its
+//! node; if a grant beat it, it gives those permits back (a release,
+//! granting onward). A head that leaves empty-handed also runs `grant`:
+//! the requests behind it may fit now.
 //!
-//! Uncontended `acquire` and release take the lock once each: no system
+//! Uncontended `acquire` and release are one CAS each: no lock, no system
 //! call, no allocation.
 //!
 //! # Owned permits
@@ -37,11 +55,17 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::waiter::{FIRST_TOKEN, Node, SpinGuard, SpinLock, WaitList, Waiter, Wakeups};
+use super::waiter::{FIRST_TOKEN, Node, SpinLock, WaitList, Waiter, Wakeups};
 
 const GRANTED: usize = FIRST_TOKEN;
+
+/// The count word's low bit: the queue is not empty (see the module docs).
+const QUEUED: usize = 1;
+/// One permit in the count word.
+const ONE: usize = 2;
 
 /// A counting semaphore whose waits park the calling coroutine (or block a
 /// plain thread), serving requests in arrival order (see the module docs).
@@ -70,13 +94,10 @@ const GRANTED: usize = FIRST_TOKEN;
 /// assert_eq!(slots.available_permits(), 3);
 /// ```
 pub struct Semaphore {
-    state: SpinLock<State>,
-}
-
-struct State {
-    permits: usize,
+    /// Free permits × `ONE`, plus `QUEUED`.
+    count: AtomicUsize,
     /// Each node holds how many permits its request wants.
-    queue: WaitList<usize>,
+    queue: SpinLock<WaitList<usize>>,
 }
 
 /// Permits taken from a `Semaphore`; dropping it gives them back.
@@ -102,13 +123,22 @@ pub struct SemaphorePermit<'a> {
 }
 
 impl Semaphore {
+    /// The most permits a semaphore can count (one bit of the count word
+    /// says whether anyone is queued).
+    pub const MAX_PERMITS: usize = usize::MAX >> 1;
+
     /// A semaphore with `permits` permits.
+    ///
+    /// # Panics
+    /// If `permits` is more than `Semaphore::MAX_PERMITS`.
     pub const fn new(permits: usize) -> Semaphore {
+        assert!(
+            permits <= Semaphore::MAX_PERMITS,
+            "Semaphore: too many permits"
+        );
         Semaphore {
-            state: SpinLock::new(State {
-                permits,
-                queue: WaitList::new(),
-            }),
+            count: AtomicUsize::new(permits * ONE),
+            queue: SpinLock::new(WaitList::new()),
         }
     }
 
@@ -213,14 +243,14 @@ impl Semaphore {
     /// Adds `n` permits (they are granted to queued requests first).
     ///
     /// # Panics
-    /// If the count would overflow `usize`.
+    /// If the count would pass `Semaphore::MAX_PERMITS`.
     pub fn add_permits(&self, n: usize) {
         self.release(n);
     }
 
     /// Permits free now.
     pub fn available_permits(&self) -> usize {
-        self.state.lock().permits
+        self.count.load(Ordering::Acquire) / ONE
     }
 
     /// Takes `n` permits: without waiting (`wait` None), or waiting until
@@ -228,15 +258,19 @@ impl Semaphore {
     /// caller wraps them in a permit.
     #[inline]
     fn take(&self, n: usize, wait: Option<Option<Instant>>) -> bool {
-        let mut state = self.state.lock();
-        if n == 0 || (state.queue.is_empty() && state.permits >= n) {
-            state.permits -= n;
-            return true;
+        let mut count = self.count.load(Ordering::Relaxed);
+        while count & QUEUED == 0 && count / ONE >= n {
+            match self.count.compare_exchange_weak(
+                count,
+                count - n * ONE,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => count = now,
+            }
         }
-        match wait {
-            Some(deadline) => self.take_waiting(state, n, deadline),
-            None => false,
-        }
+        n == 0 || self.take_queued(n, wait)
     }
 
     /// The RAII form of `n` permits the caller has taken.
@@ -247,23 +281,35 @@ impl Semaphore {
         }
     }
 
-    /// `take` that queues and parks; `state` is still locked from the
-    /// check that found too few permits, so no release can slip in between.
-    /// Out of line: the common acquire needs no waiting.
+    /// `take` when someone is queued or too few permits are free: under
+    /// the lock, takes them if nobody is queued and they are free now, or
+    /// queues and parks. Out of line: the common acquire needs no waiting.
     #[cold]
     #[inline(never)]
-    fn take_waiting(
-        &self,
-        mut state: SpinGuard<'_, State>,
-        n: usize,
-        deadline: Option<Instant>,
-    ) -> bool {
+    fn take_queued(&self, n: usize, wait: Option<Option<Instant>>) -> bool {
+        let mut queue = self.queue.lock();
+        if queue.is_empty() {
+            // Freeze the count: from here on only lock holders change it.
+            let count = self.count.fetch_or(QUEUED, Ordering::Acquire);
+            if count / ONE >= n {
+                // Released since `take` looked: take them, unfreeze.
+                self.count.store(count - n * ONE, Ordering::Relaxed);
+                return true;
+            }
+            if wait.is_none() {
+                self.count.store(count, Ordering::Relaxed);
+                return false;
+            }
+        }
+        let Some(deadline) = wait else {
+            return false;
+        };
         let waiter = Waiter::new();
         let node = Node::new(&waiter, n);
         // SAFETY: the node stays in this frame until `wait` returns, and
         // `wait` unlinks it (`leave`) unless a grant did.
-        unsafe { state.queue.push_back(&node) };
-        drop(state);
+        unsafe { queue.push_back(&node) };
+        drop(queue);
         let token = waiter.wait(deadline, || self.leave(&node), |_| self.release(n));
         token.is_some()
     }
@@ -271,51 +317,97 @@ impl Semaphore {
     /// A request that timed out or was cancelled leaves the queue (false: a
     /// grant took it first); the ones behind it may fit now.
     fn leave(&self, node: &Node<usize>) -> bool {
-        let mut state = self.state.lock();
-        let removed = state.queue.remove(node);
+        let mut queue = self.queue.lock();
+        let removed = queue.remove(node);
         let wakeups = if removed {
-            grant(&mut state)
+            self.grant(&mut queue)
         } else {
             Wakeups::default()
         };
-        drop(state);
+        drop(queue);
         wakeups.wake();
         removed
     }
 
     /// Gives `n` permits back and grants them onward.
+    #[inline]
     fn release(&self, n: usize) {
         if n == 0 {
             return;
         }
-        let mut state = self.state.lock();
-        state.permits = state
-            .permits
-            .checked_add(n)
-            .expect("Semaphore: the permit count overflows usize");
-        let wakeups = grant(&mut state);
-        drop(state);
+        let mut count = self.count.load(Ordering::Relaxed);
+        while count & QUEUED == 0 && n <= Semaphore::MAX_PERMITS - count / ONE {
+            match self.count.compare_exchange_weak(
+                count,
+                count + n * ONE,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => count = now,
+            }
+        }
+        self.release_queued(n);
+    }
+
+    /// `release` when someone is queued (or the count would overflow).
+    #[cold]
+    #[inline(never)]
+    fn release_queued(&self, n: usize) {
+        let mut queue = self.queue.lock();
+        // An atomic add: if the queue emptied meanwhile, the fast paths
+        // may be changing the count beside us.
+        let mut count = self.count.load(Ordering::Relaxed);
+        loop {
+            let added = (count / ONE)
+                .checked_add(n)
+                .filter(|&permits| permits <= Semaphore::MAX_PERMITS)
+                .expect("Semaphore: the permit count overflows");
+            let new = (added * ONE) | (count & QUEUED);
+            match self
+                .count
+                .compare_exchange_weak(count, new, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => count = now,
+            }
+        }
+        let wakeups = self.grant(&mut queue);
+        drop(queue);
         wakeups.wake();
     }
-}
 
-/// Grants permits to the queue's head, then the next, while the free
-/// permits cover each (see the module docs); the caller wakes them once it
-/// has released the lock.
-#[must_use]
-fn grant(state: &mut State) -> Wakeups {
-    let mut wakeups = Wakeups::default();
-    let State { permits, queue } = state;
-    while let Some(&wanted) = queue.front() {
-        if wanted > *permits {
-            break;
+    /// Grants permits to the queue's head, then the next, while the free
+    /// permits cover each (see the module docs), and unfreezes the count if
+    /// that empties the queue; the caller wakes them once it has released
+    /// the lock.
+    #[must_use]
+    fn grant(&self, queue: &mut WaitList<usize>) -> Wakeups {
+        let mut wakeups = Wakeups::default();
+        if queue.is_empty() {
+            // The last request has left (or none was queued): unfreeze the
+            // count. An atomic step: if it was not frozen, the fast paths
+            // may be changing it beside us.
+            self.count.fetch_and(!QUEUED, Ordering::Release);
+            return wakeups;
         }
-        let wakeup = queue.wake_front(GRANTED, |&wanted, _| *permits -= wanted);
-        if let Some(wakeup) = wakeup {
-            wakeups.push(wakeup);
+        // QUEUED is set: only lock holders change the count.
+        let mut count = self.count.load(Ordering::Acquire);
+        while let Some(&wanted) = queue.front() {
+            if wanted > count / ONE {
+                break;
+            }
+            let wakeup = queue.wake_front(GRANTED, |&wanted, _| count -= wanted * ONE);
+            if let Some(wakeup) = wakeup {
+                wakeups.push(wakeup);
+            }
         }
+        if queue.is_empty() {
+            count &= !QUEUED;
+        }
+        self.count.store(count, Ordering::Release);
+        wakeups
     }
-    wakeups
 }
 
 // A panic inside a method leaves the state consistent (every change is
@@ -326,9 +418,8 @@ impl std::panic::RefUnwindSafe for Semaphore {}
 
 impl fmt::Debug for Semaphore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = self.state.lock();
-        let (permits, queued) = (state.permits, !state.queue.is_empty());
-        drop(state);
+        let queued = !self.queue.lock().is_empty();
+        let permits = self.available_permits();
         f.debug_struct("Semaphore")
             .field("permits", &permits)
             .field("queued", &queued)
