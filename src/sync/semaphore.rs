@@ -152,8 +152,7 @@ impl Semaphore {
     /// earlier request has been served). A request for more permits than
     /// will ever be free waits forever (use `acquire_many_timeout`).
     pub fn acquire_many(&self, n: usize) -> SemaphorePermit<'_> {
-        let taken = self.take(n, Some(None));
-        debug_assert!(taken, "an untimed acquire returns only with its permits");
+        self.take_untimed(n);
         self.permit(n)
     }
 
@@ -206,8 +205,7 @@ impl Semaphore {
 
     /// As `acquire_many`, holding the semaphore by its `Arc`.
     pub fn acquire_many_owned(self: Arc<Self>, n: usize) -> OwnedSemaphorePermit {
-        let taken = self.take(n, Some(None));
-        debug_assert!(taken, "an untimed acquire returns only with its permits");
+        self.take_untimed(n);
         OwnedSemaphorePermit::new(self, n)
     }
 
@@ -271,6 +269,13 @@ impl Semaphore {
             }
         }
         n == 0 || self.take_queued(n, wait)
+    }
+
+    /// `take` with no deadline: it returns only with the permits.
+    #[inline]
+    fn take_untimed(&self, n: usize) {
+        let taken = self.take(n, Some(None));
+        debug_assert!(taken, "an untimed acquire returns only with its permits");
     }
 
     /// The RAII form of `n` permits the caller has taken.
